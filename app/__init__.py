@@ -1,0 +1,1 @@
+"""Auction timer: configuration, CLI, gateway, clients and process wiring."""

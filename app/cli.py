@@ -1,0 +1,80 @@
+"""`auction-timer`: one entry point for the worker, the gateway, the demo, replay and watch.
+
+Settings come from AUCTION_TIMER_* environment variables (see `auction-timer settings`),
+read once here and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from app.logs import configure_logging, logging_dict
+from app.settings import Settings, describe
+from streams.errors import AuctionTimerError
+
+
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    for env, default, doc in describe():
+        print(f"{env:44} default {default!r:34} {doc}")
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams.topic_admin import ensure_topics
+    from streams.worker import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    replication = asyncio.run(ensure_topics(settings))
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1" if args.local_metrics else "0.0.0.0")
+    app, _ = create_app(settings, replication)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        logging_config=logging_dict(settings.log_level),
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
+    "worker": (cmd_worker, "run a Faust worker: fold the input topics, schedule deadlines and ticks"),
+    "settings": (cmd_settings, "list every AUCTION_TIMER_* variable with its default"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="auction-timer",
+        description="Event-sourced auction timer. Settings: AUCTION_TIMER_* variables (`auction-timer settings`).",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "worker":
+            p.add_argument("--local-metrics", action="store_true", help="serve /metrics on 127.0.0.1 only")
+    return top
+
+
+def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ if env is None else env)
+        configure_logging(settings.log_level)
+        return COMMANDS[args.command][0](settings, args)
+    except AuctionTimerError as exc:
+        print(f"auction-timer {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""One typed settings object, read once from the environment at start-up and passed down.
+
+Every variable is `AUCTION_TIMER_<NAME>`; `describe()` lists them with defaults
+for `--help` and the README. A wrong value stops start-up with a message that
+names the variable and says what it accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streams.errors import SettingsError
+
+PREFIX = "AUCTION_TIMER_"
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$")
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        if not _HOST_PORT.match(item):
+            raise ValueError(f"{item!r} is not host:port")
+        host, port = item.rsplit(":", 1)
+        out.append((host, int(port)))
+    return tuple(out)
+
+
+def _bootstrap(raw: str) -> str:
+    if not raw or not all(_HOST_PORT.match(p.strip()) for p in raw.split(",")):
+        raise ValueError("must be a comma-separated list of host:port")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(filter(None, (p.strip().rstrip("/") for p in raw.split(","))))
+    for item in items:
+        if not re.match(r"^https?://[^/\s]+$", item):
+            raise ValueError(f"{item!r} is not an origin like https://example.com")
+    return items
+
+
+def _prefix(raw: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_:.\-]{0,64}$", raw):
+        raise ValueError("may hold up to 64 of [A-Za-z0-9_:.-]")
+    return raw
+
+
+def _app_id(raw: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.\-]{1,100}$", raw):
+        raise ValueError("must be 1-100 of [A-Za-z0-9_.-] (it names the consumer group and changelog topic)")
+    return raw
+
+
+def _replication(raw: str) -> int:
+    """0 means: 3 when the cluster has three brokers or more, else the broker count."""
+    if raw == "auto":
+        return 0
+    return _integer(1, 7)(raw)
+
+
+def _level(raw: str) -> str:
+    if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return raw.upper()
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secret: bool = False) -> Any:
+    """A dataclass field that knows its variable, raw default, parser and meaning."""
+    return field(
+        default=parse(default),
+        metadata={"env": PREFIX + env, "raw_default": default, "parse": parse, "doc": doc, "secret": secret},
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "localhost:9092", _bootstrap, "Kafka bootstrap servers")
+    redis_url: str = setting(
+        "REDIS_URL", "redis://localhost:6379/0", _redis_url, "Redis URL (ignored when Sentinels are set)"
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = setting(
+        "REDIS_SENTINELS", "", _host_ports, "Sentinel addresses host:port,...; empty means standalone Redis"
+    )
+    redis_sentinel_master: str = setting("REDIS_SENTINEL_MASTER", "auction-timer", _app_id, "Sentinel master name")
+    redis_password: str | None = setting(
+        "REDIS_PASSWORD", "", _optional, "Redis password (data nodes; never logged)", secret=True
+    )
+    key_prefix: str = setting("KEY_PREFIX", "", _prefix, "prefix put before every Redis key")
+    app_id: str = setting("APP_ID", "auction-timer", _app_id, "Faust app id: consumer group and changelog names")
+    worker_id: str | None = setting(
+        "WORKER_ID", "", _optional, "stable id of this worker (Kafka static membership: a restart keeps its partitions)"
+    )
+    topic_partitions: int = setting("TOPIC_PARTITIONS", "8", _integer(1, 1024), "partitions of every topic")
+    replication_factor: int = setting(
+        "REPLICATION_FACTOR", "auto", _replication, "topic replication; auto = 3 on three brokers or more"
+    )
+    tick_interval_s: float = setting("TICK_INTERVAL_S", "5", _number(1, 15), "seconds between ticks (1-15)")
+    reconcile_interval_s: float = setting(
+        "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
+    )
+    ended_ttl_s: int = setting(
+        "ENDED_TTL_S", "3600", _integer(1, 30 * 86400), "seconds an ended timer's Redis hash is kept"
+    )
+    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", str, "gateway bind address")
+    gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
+    allowed_origins: tuple[str, ...] = setting(
+        "ALLOWED_ORIGINS",
+        "http://localhost:8080,http://127.0.0.1:8080",
+        _origins,
+        "WebSocket Origin allow-list, comma separated",
+    )
+    ws_max_per_address: int = setting(
+        "WS_MAX_PER_ADDRESS", "50", _integer(1, 100_000), "WebSocket connections allowed per client address"
+    )
+    ws_send_queue: int = setting(
+        "WS_SEND_QUEUE", "64", _integer(4, 10_000), "messages queued per socket before it is closed as slow"
+    )
+    sync_rate_per_min: int = setting(
+        "SYNC_RATE_PER_MIN", "30", _integer(1, 100_000), "POST /timers/sync calls per client address per minute"
+    )
+    max_event_bytes: int = setting(
+        "MAX_EVENT_BYTES", "65536", _integer(1024, 1_048_576), "largest input message accepted"
+    )
+    worker_metrics_port: int = setting(
+        "WORKER_METRICS_PORT", "9108", _integer(0, 65535), "worker Prometheus port; 0 turns it off"
+    )
+    data_dir: Path = setting("DATA_DIR", ".data", Path, "local state: Faust tables, demo servers' files")
+    log_level: str = setting("LOG_LEVEL", "INFO", _level, "DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            raw = env[name].strip()
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                shown = "***" if f.metadata["secret"] else repr(raw)
+                raise SettingsError(
+                    f"{name}={shown} is invalid: {exc}. Default: {f.metadata['raw_default']!r}"
+                ) from None
+        values.update(overrides)
+        return cls(**values)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict for logs, secrets replaced."""
+        return {
+            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+            for f in fields(self)
+        }
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, in declaration order."""
+    return [(f.metadata["env"], f.metadata["raw_default"], f.metadata["doc"]) for f in fields(Settings)]

@@ -1,0 +1,1 @@
+"""Starting Kafka and Redis locally for tests and the demo."""

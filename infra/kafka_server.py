@@ -1,0 +1,216 @@
+"""Apache Kafka (KRaft) from the jars `infra/kafka/pom.xml` pins, on the machine's Java 17.
+
+`KafkaCluster(size=1)` is the dev and test broker; `size=3` gives replication
+factor 3 with min.insync.replicas 2 for broker-failure tests. Every node is a
+combined broker + controller so three JVMs make a whole quorum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.client import AIOKafkaClient
+
+from infra.ports import free_ports
+from infra.process import ServerProcess, wait_until
+from streams.errors import InfraError
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+LIBS_DIR = KAFKA_DIR / "target" / "libs"
+HEAP = "512m"
+
+LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def require_jars() -> None:
+    if not any(LIBS_DIR.glob("kafka_2.13-*.jar")):
+        raise InfraError(
+            f"Kafka jars are missing from {LIBS_DIR}; run `make deps` "
+            "(it calls mvn dependency:copy-dependencies on infra/kafka/pom.xml)"
+        )
+    if shutil.which("java") is None:
+        raise InfraError("java is not on PATH; install a Java 17 runtime (apt install openjdk-17-jre-headless)")
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    data_dir: Path
+    process: ServerProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def properties(self, voters: str, size: int) -> str:
+        replication = min(size, 3)
+        min_isr = 2 if size >= 3 else 1
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={self.node_id}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.data_dir / 'log'}",
+                f"offsets.topic.replication.factor={replication}",
+                f"transaction.state.log.replication.factor={replication}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"default.replication.factor={replication}",
+                f"min.insync.replicas={min_isr}",
+                "offsets.topic.num.partitions=8",
+                "num.partitions=8",
+                # A fresh group forms at once instead of waiting 3 s for more members.
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "log.segment.bytes=67108864",
+                "log.retention.check.interval.ms=60000",
+                "",
+            ]
+        )
+
+
+@dataclass
+class KafkaCluster:
+    """`size` KRaft nodes on free loopback ports under `base_dir`."""
+
+    base_dir: Path
+    size: int = 1
+    nodes: list[KafkaNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.size)
+        self.nodes = [
+            KafkaNode(i + 1, ports[2 * i], ports[2 * i + 1], self.base_dir / f"node{i + 1}") for i in range(self.size)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def _java(self, node: KafkaNode, main: list[str]) -> list[str]:
+        return [
+            "java",
+            f"-Xms{HEAP}",
+            f"-Xmx{HEAP}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile=file:{node.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{LIBS_DIR}/*",
+            *main,
+        ]
+
+    def start(self, timeout: float = 90.0) -> None:
+        require_jars()
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        cluster_id = new_cluster_id()
+        for node in self.nodes:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            (node.data_dir / "log4j2.properties").write_text(LOG4J2)
+            config = node.data_dir / "server.properties"
+            config.write_text(node.properties(voters, self.size))
+            # `--cluster-id=` form: a base64url id may start with "-" and read as an option.
+            fmt = ServerProcess(
+                f"kafka-format-{node.node_id}",
+                self._java(
+                    node, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)]
+                ),
+                node.data_dir / "format.log",
+            )
+            fmt.start()
+            assert fmt.popen is not None
+            if fmt.popen.wait(timeout=120) != 0:
+                raise fmt.fail(f"formatting KRaft storage for node {node.node_id} failed")
+        for node in self.nodes:
+            self.start_node(node)
+        self.wait_ready(timeout)
+
+    def start_node(self, node: KafkaNode) -> None:
+        node.process = ServerProcess(
+            f"kafka-{node.node_id}",
+            self._java(node, ["kafka.Kafka", str(node.data_dir / "server.properties")]),
+            node.data_dir / "server.log",
+        )
+        node.process.start()
+
+    def live_nodes(self) -> list[KafkaNode]:
+        return [n for n in self.nodes if n.process is not None and n.process.running()]
+
+    def wait_ready(self, timeout: float = 90.0, expected: int | None = None) -> None:
+        """Wait until a metadata request lists `expected` brokers (default: every live node)."""
+        want = expected if expected is not None else len(self.live_nodes())
+        live = self.live_nodes()
+        if len(live) < want:
+            raise InfraError(f"only {len(live)} of {want} Kafka nodes are running")
+        bootstrap = ",".join(n.bootstrap for n in live)
+        try:
+            wait_until(
+                lambda: count_brokers(bootstrap) >= want,
+                timeout,
+                f"{want} Kafka broker(s) at {bootstrap} to answer a metadata request",
+                interval=0.5,
+                alive=lambda: all(n.process is not None and n.process.running() for n in live),
+            )
+        except InfraError as exc:
+            tails = "\n".join(n.process.fail(f"node {n.node_id}").args[0] for n in live if n.process)
+            raise InfraError(f"{exc}\n{tails}") from exc
+
+    def stop(self) -> None:
+        """Ask every node at once: a quorum stopping one node at a time stalls the last ones."""
+        procs = [n.process for n in self.nodes if n.process is not None]
+        for proc in procs:
+            proc.kill(signal.SIGTERM)
+        for proc in procs:
+            proc.wait_stopped(timeout=15)
+
+    def log_tails(self, lines: int = 40) -> str:
+        return "\n".join(
+            f"--- kafka node {n.node_id} ({n.process.log_path}) ---\n{n.process.log_tail(lines)}"
+            for n in self.nodes
+            if n.process is not None
+        )
+
+
+def count_brokers(bootstrap: str) -> int:
+    """Brokers a metadata request at `bootstrap` returns; 0 when nobody answers yet."""
+
+    async def probe() -> int:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await client.bootstrap()
+            return len(client.cluster.brokers())
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return 0
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())

@@ -1,0 +1,1 @@
+"""The Redis projection of the timer table and its reconciliation."""

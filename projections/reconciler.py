@@ -1,0 +1,210 @@
+"""Reconciliation: Redis compared with the timer table for the partitions this worker owns.
+
+A missing entry, an older version, an ends_at (or status, or active-set score) off by
+more than 250 ms is rewritten with the same compare-and-set the projection uses,
+recorded in the capped stream `auction:timer:reconciliations`, audited, counted and
+logged. After Redis loses data (failover to a stale replica, FLUSHALL, a restart
+without persistence) one pass makes the projection whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from projections.metrics import CORRECTIONS, RECONCILE_PASSES
+from projections.store import Projected, ProjectionStore
+from streams import outputs
+from streams.effects import Audited
+from streams.state import TimerState
+from streams.tracing import current_trace_id
+
+log = logging.getLogger("auction_timer.reconciler")
+
+TOLERANCE_MS = 250
+# A change this recent may simply not be projected yet; leave it to the projection consumer.
+SETTLE_MS = 1_000
+STREAM_MAXLEN = 10_000
+BATCH = 500
+
+Publish = Callable[[outputs.Record], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    auction_id: str
+    version: int
+    what: str
+    old: dict[str, Any] | None
+    new: dict[str, Any]
+    delta_ms: int | None
+    traceparent: str
+
+    @property
+    def trace_id(self) -> str:
+        return self.traceparent[3:35]
+
+
+def diff(expected: Projected, stored: dict[str, Any] | None, score: float | None) -> str | None:
+    """Why the stored copy is wrong, or None when it is right (or newer than ours)."""
+    if stored is None:
+        return "missing"
+    if stored["version"] > expected.version:
+        return None
+    if stored["version"] < expected.version:
+        return "stale_version"
+    if abs(stored["ends_at_ms"] - expected.ends_at_ms) > TOLERANCE_MS:
+        return "ends_at_drift"
+    if stored["status"] != expected.fields["status"]:
+        return "status_differs"
+    in_set = score is not None and abs(score - expected.ends_at_ms) <= TOLERANCE_MS
+    if expected.live != in_set:
+        return "active_set"
+    return None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: ProjectionStore,
+        interval_s: float,
+        publish: Publish,
+        clock: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.publish = publish
+        self.clock = clock
+        self.tracked: dict[str, TimerState] = {}
+        self._changed_at: dict[str, int] = {}
+        self._requested: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def request(self, auction_id: str) -> None:
+        """A Reconcile command arrived: check this auction at once (off the agent's path)."""
+        self._requested.add(auction_id)
+        self._wake.set()
+
+    def _keep(self, state: TimerState, now: int) -> bool:
+        """Live timers, and ended ones whose hash Redis should still hold."""
+        ended = state.ended_at_ms or state.updated_at_ms
+        return state.live or now - ended < self.store.ended_ttl_s * 1000
+
+    def on_change(self, state: TimerState) -> None:
+        self.tracked[state.auction_id] = state
+        self._changed_at[state.auction_id] = self.clock()
+
+    def rebuild(self, states: Iterable[TimerState]) -> None:
+        now = self.clock()
+        self.tracked = {s.auction_id: s for s in states if self._keep(s, now)}
+        self._changed_at.clear()
+
+    def revoke(self, auction_ids: Iterable[str]) -> None:
+        for auction_id in auction_ids:
+            self.tracked.pop(auction_id, None)
+            self._changed_at.pop(auction_id, None)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_pass = loop.time() + self.interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_pass - loop.time()))
+            self._wake.clear()
+            only: list[str] | None = None
+            if loop.time() < next_pass:
+                only, self._requested = list(self._requested), set()
+            else:
+                next_pass = loop.time() + self.interval_s
+            try:
+                fixed = await self.pass_once(only)
+                RECONCILE_PASSES.labels("ok" if only is None else "requested").inc()
+                if fixed:
+                    log.info("reconciliation pass corrected entries", extra={"corrections": len(fixed)})
+            except (RedisError, OSError) as exc:
+                RECONCILE_PASSES.labels("redis_error").inc()
+                log.warning("reconciliation pass failed; next pass retries", extra={"error": repr(exc)})
+
+    async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
+        now = self.clock()
+        for auction_id, state in list(self.tracked.items()):
+            if not self._keep(state, now):
+                self.revoke([auction_id])
+        if only is None:
+            candidates = [s for a, s in self.tracked.items() if now - self._changed_at.get(a, 0) >= SETTLE_MS]
+        else:
+            candidates = [self.tracked[a] for a in only if a in self.tracked]
+        corrections: list[Correction] = []
+        for start in range(0, len(candidates), BATCH):
+            corrections += await self._reconcile(candidates[start : start + BATCH], now)
+        return corrections
+
+    async def _reconcile(self, states: list[TimerState], now: int) -> list[Correction]:
+        stored = await self.store.read_many(s.auction_id for s in states)
+        wrong: list[tuple[TimerState, Projected, str]] = []
+        for state in states:
+            expected = Projected.of(state.public())
+            old, score = stored[state.auction_id]
+            reason = diff(expected, old, score)
+            if reason is not None:
+                wrong.append((state, expected, reason))
+        if not wrong:
+            return []
+        applied = await self.store.write([w[1] for w in wrong], "repair", now)
+        corrections = []
+        for (state, expected, reason), done in zip(wrong, applied, strict=True):
+            if not done:
+                continue  # the live projection wrote something newer meanwhile: nothing to fix
+            old = stored[state.auction_id][0]
+            delta = None if old is None else expected.ends_at_ms - old["ends_at_ms"]
+            corrections.append(
+                Correction(
+                    state.auction_id, state.version, reason, old, dict(expected.fields), delta, state.traceparent
+                )
+            )
+        await self._record(corrections, now)
+        return corrections
+
+    async def _record(self, corrections: list[Correction], now: int) -> None:
+        if not corrections:
+            return
+        pipe = self.store.client.pipeline(transaction=False)
+        for c in corrections:
+            pipe.xadd(
+                self.store.keys.reconciliations,
+                {
+                    "auction_id": c.auction_id,
+                    "what": c.what,
+                    "old": orjson.dumps(c.old).decode(),
+                    "new": orjson.dumps(c.new).decode(),
+                    "delta_ms": "" if c.delta_ms is None else c.delta_ms,
+                    "trace_id": c.trace_id,
+                    "at_ms": now,
+                },
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+        await pipe.execute()
+        for c in corrections:
+            CORRECTIONS.labels(c.what).inc()
+            token = current_trace_id.set(c.trace_id)
+            try:
+                log.info(
+                    "projection corrected",
+                    extra={"auction_id": c.auction_id, "what": c.what, "version": c.version, "delta_ms": c.delta_ms,
+                           "old_version": c.old["version"] if c.old else None},
+                )  # fmt: skip
+            finally:
+                current_trace_id.reset(token)
+            entry = Audited(
+                "reconciled", c.auction_id, c.version, f"reconcile-{now}", "reconciliation", c.traceparent,
+                c.what, {"old": c.old, "new": c.new, "delta_ms": c.delta_ms},
+            )  # fmt: skip
+            await self.publish(outputs.audit(entry, now, source="urn:auction-timer:reconciler"))

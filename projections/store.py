@@ -1,0 +1,127 @@
+"""Reading and writing the Redis projection. Every write is the Lua compare-and-set on
+version, pipelined in batches; a stale writer can never overwrite a newer state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import redis.asyncio as redis
+from redis.exceptions import NoScriptError
+
+from projections.keys import Keys
+
+Mode = Literal["newer", "repair"]
+CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
+LIVE = ("scheduled", "running")
+
+# The hash's fields, in order; every one is written on every change.
+FIELDS = (
+    "auction_id",
+    "version",
+    "status",
+    "starts_at_ms",
+    "original_ends_at_ms",
+    "ends_at_ms",
+    "soft_close_window_ms",
+    "extension_ms",
+    "max_extension_ms",
+    "extension_count",
+    "extension_total_ms",
+    "ended_at_ms",
+    "trace_id",
+)
+INT_FIELDS = frozenset(FIELDS) - {"auction_id", "status", "trace_id", "ended_at_ms"}
+
+
+@dataclass(frozen=True, slots=True)
+class Projected:
+    """One auction as the projection stores it (the public timer fields)."""
+
+    fields: Mapping[str, Any]
+
+    @property
+    def auction_id(self) -> str:
+        return str(self.fields["auction_id"])
+
+    @property
+    def version(self) -> int:
+        return int(self.fields["version"])
+
+    @property
+    def ends_at_ms(self) -> int:
+        return int(self.fields["ends_at_ms"])
+
+    @property
+    def live(self) -> bool:
+        return self.fields["status"] in LIVE
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Projected:
+        return cls({name: data.get(name) for name in FIELDS})
+
+
+def parse_hash(raw: Mapping[Any, Any]) -> dict[str, Any] | None:
+    """A stored hash back to typed fields; None when missing or not ours."""
+    if not raw or "version" not in raw:
+        return None
+    out: dict[str, Any] = dict(raw)
+    for name in INT_FIELDS & raw.keys():
+        out[name] = int(raw[name])
+    out["ended_at_ms"] = int(raw["ended_at_ms"]) if raw.get("ended_at_ms") else None
+    return out
+
+
+@dataclass
+class ProjectionStore:
+    client: redis.Redis
+    keys: Keys
+    ended_ttl_s: int
+
+    def __post_init__(self) -> None:
+        self._cas = self.client.register_script(CAS_SCRIPT)
+
+    def _args(self, item: Projected, mode: Mode, now_ms: int) -> list[Any]:
+        pairs: list[Any] = []
+        for name in FIELDS:
+            value = item.fields.get(name)
+            pairs += [name, "" if value is None else value]
+        pairs += ["updated_at_ms", now_ms]
+        return [item.version, mode, 1 if item.live else 0, item.ends_at_ms, item.auction_id, self.ended_ttl_s, *pairs]
+
+    async def write(self, items: Sequence[Projected], mode: Mode, now_ms: int) -> list[bool]:
+        """CAS each item in one pipeline; returns which were applied. NOSCRIPT (an empty script
+        cache after a restart or failover) reloads the script and retries once."""
+        if not items:
+            return []
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for item in items:
+                await self._cas(
+                    keys=[self.keys.timer(item.auction_id), self.keys.active],
+                    args=self._args(item, mode, now_ms),
+                    client=pipe,
+                )
+            try:
+                results = await pipe.execute()
+                return [bool(r[0]) for r in results]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.client.script_load(CAS_SCRIPT)
+        raise AssertionError("unreachable")
+
+    async def read(self, auction_id: str) -> dict[str, Any] | None:
+        return parse_hash(await self.client.hgetall(self.keys.timer(auction_id)))
+
+    async def read_many(self, auction_ids: Iterable[str]) -> dict[str, tuple[dict[str, Any] | None, float | None]]:
+        """Each auction's hash and its score in the active set, in one round trip."""
+        ids = list(auction_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for auction_id in ids:
+            pipe.hgetall(self.keys.timer(auction_id))
+            pipe.zscore(self.keys.active, auction_id)
+        raw = await pipe.execute()
+        return {a: (parse_hash(raw[2 * i]), raw[2 * i + 1]) for i, a in enumerate(ids)}

@@ -1,0 +1,1 @@
+"""Event contracts, the pure timer fold, the Faust agents and the scheduler."""

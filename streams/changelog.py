@@ -1,0 +1,45 @@
+"""Reading the timer table straight from its compacted changelog topic (no Faust needed):
+what replay verifies against and what tests compare the projection with."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams import topics
+from streams.state import TimerState, decode_state
+
+
+async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> dict[str, TimerState]:
+    """The table as its changelog holds it now: the last value per key, tombstones removed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        name = topics.changelog_topic(app_id)
+        partitions = consumer.partitions_for_topic(name) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(name) or set()
+        tps = [TopicPartition(name, p) for p in sorted(partitions)]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        table: dict[str, TimerState] = {}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=timeout_ms)
+            if not batch:
+                raise TimeoutError(f"changelog {name} stopped before its end offsets")
+            for tp, records in batch.items():
+                for r in records:
+                    key = (r.key or b"").decode()
+                    if r.value:
+                        table[key] = decode_state(r.value)
+                    else:
+                        table.pop(key, None)
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return table
+    finally:
+        await consumer.stop()

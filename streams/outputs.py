@@ -1,0 +1,197 @@
+"""Effects and ticks as Kafka records: CloudEvents for our topics, Segment Track for analytics.
+
+Every record has a deterministic id so a consumer can drop a repeat:
+timer events `{auction}:v{version}` (`{auction}:completed`, `{auction}:cancelled`
+for the terminal ones), audit `{auction}:{cause}:{action}`, analytics
+`{auction}:{event}:v{version}`, DLQ `{topic}:{partition}:{offset}`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams import events as ev
+from streams import topics
+from streams.effects import Audited, TimerChanged, Tracked
+from streams.state import TimerState
+from streams.tracing import child_traceparent
+
+SOURCE = "urn:auction-timer:worker"
+TICK_TYPE = "com.marketplace.timer.tick"
+AUDIT_TYPE = "com.marketplace.timer.audit"
+DLQ_TYPE = "com.marketplace.timer.dead_letter"
+TIMER_EVENT_TYPE = "com.marketplace.timer.{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def cloudevent(
+    event_id: str, event_type: str, time_ms: int, traceparent: str, data: dict[str, Any], source: str = SOURCE
+) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": event_type,
+            "source": source,
+            "time": rfc3339(time_ms),
+            "datacontenttype": "application/json",
+            "traceparent": traceparent,
+            "data": data,
+        }
+    )
+
+
+def timer_event_id(change: TimerChanged) -> str:
+    state = change.state
+    if change.kind in ("completed", "cancelled"):
+        return f"{state.auction_id}:{change.kind}"
+    return f"{state.auction_id}:v{state.version}"
+
+
+def timer_event(change: TimerChanged, now_ms: int) -> Record:
+    state = change.state
+    data = {
+        **state.public(),
+        "kind": change.kind,
+        "cause": {"id": change.cause_id, "type": change.cause_type},
+        "previous_ends_at_ms": change.previous_ends_at_ms,
+        "remaining_ms": state.remaining_ms(now_ms),
+        "server_time_ms": now_ms,
+    }
+    value = cloudevent(
+        timer_event_id(change),
+        TIMER_EVENT_TYPE.format(kind=change.kind),
+        now_ms,
+        child_traceparent(state.traceparent),
+        data,
+    )
+    return Record(topics.TIMER_EVENTS, state.auction_id.encode(), value)
+
+
+def tick_data(state: TimerState, seq: int, now_ms: int) -> dict[str, Any]:
+    """The whole authoritative state a client needs, with the server's clock."""
+    return {
+        "auction_id": state.auction_id,
+        "version": state.version,
+        "seq": seq,
+        "status": state.status,
+        "starts_at_ms": state.starts_at_ms,
+        "original_ends_at_ms": state.original_ends_at_ms,
+        "ends_at_ms": state.ends_at_ms,
+        "extension_count": state.extension_count,
+        "extension_total_ms": state.extension_total_ms,
+        "remaining_ms": state.remaining_ms(now_ms),
+        "server_time_ms": now_ms,
+        "trace_id": state.trace_id,
+    }
+
+
+def tick(state: TimerState, seq: int, now_ms: int) -> Record:
+    value = cloudevent(
+        f"{state.auction_id}:v{state.version}:t{now_ms}", TICK_TYPE, now_ms, child_traceparent(state.traceparent),
+        tick_data(state, seq, now_ms),
+    )  # fmt: skip
+    return Record(topics.TICKS, state.auction_id.encode(), value)
+
+
+def audit(entry: Audited, now_ms: int, source: str = SOURCE) -> Record:
+    data = {
+        "action": entry.action,
+        "auction_id": entry.auction_id,
+        "version": entry.version,
+        "reason": entry.reason,
+        "cause": {"id": entry.cause_id, "type": entry.cause_type},
+        "trace_id": entry.traceparent[3:35],
+        "detail": entry.detail,
+        "recorded_at_ms": now_ms,
+    }
+    value = cloudevent(
+        f"{entry.auction_id}:{entry.cause_id}:{entry.action}", AUDIT_TYPE, now_ms, entry.traceparent, data, source
+    )
+    return Record(topics.AUDIT, entry.auction_id.encode(), value)
+
+
+def analytics(tracked: Tracked, now_ms: int) -> Record:
+    """A Segment Track call (https://segment.com/docs/connections/spec/track/)."""
+    doc = {
+        "type": "track",
+        "event": tracked.event,
+        "anonymousId": f"auction:{tracked.auction_id}",
+        "messageId": f"{tracked.auction_id}:{tracked.event}:v{tracked.version}",
+        "timestamp": rfc3339(now_ms),
+        "properties": tracked.properties,
+        "context": {"traceparent": tracked.traceparent, "library": {"name": "auction-timer", "version": "0.1.0"}},
+    }
+    return Record(topics.ANALYTICS, tracked.auction_id.encode(), orjson.dumps(doc))
+
+
+def dead_letter(
+    *,
+    reason: str,
+    detail: str,
+    field: str | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    traceparent: str,
+    now_ms: int,
+    max_bytes: int,
+) -> Record:
+    """The unusable input with why; over-long originals are cut, and topic/partition/offset find the whole."""
+    original = (value or b"")[:max_bytes]
+    try:
+        text: str | None = original.decode()
+        encoded = None
+    except UnicodeDecodeError:
+        text, encoded = None, base64.b64encode(original).decode()
+    data = {
+        "reason": reason,
+        "detail": detail,
+        "field": field,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key.decode(errors="replace") if key is not None else None,
+        "value": text,
+        "value_base64": encoded,
+        "truncated": value is not None and len(value) > max_bytes,
+        "trace_id": traceparent[3:35],
+        "received_at_ms": now_ms,
+    }
+    dlq_key = key if key is not None else f"{topic}:{partition}".encode()
+    value_out = cloudevent(f"{topic}:{partition}:{offset}", DLQ_TYPE, now_ms, traceparent, data)
+    return Record(topics.DLQ, dlq_key, value_out)
+
+
+TOPIC_OF: dict[type, str] = {
+    ev.AuctionStarted: topics.AUCTION_STARTED,
+    ev.BidPlaced: topics.BID_PLACED,
+    ev.AuctionCancelled: topics.AUCTION_CANCELLED,
+    ev.ExpireTimer: topics.COMMANDS,
+    ev.StartTimer: topics.COMMANDS,
+    ev.Reconcile: topics.COMMANDS,
+}
+
+
+def input_record(payload: ev.Payload, event_id: str, now_ms: int, traceparent: str, source: str) -> Record:
+    """An input event as its producer writes it: the scheduler's and gateway's commands, the
+    demo's and tests' upstream events. Keyed by auction_id, as every producer must."""
+    value = cloudevent(event_id, ev.TYPE_OF[type(payload)], now_ms, traceparent, asdict(payload), source)
+    return Record(TOPIC_OF[type(payload)], payload.auction_id.encode(), value)

@@ -1,0 +1,141 @@
+"""The thin outer layer around the fold: bytes in, table updated, records out.
+
+`TimerProcessor.process` is what the Faust agent calls for each message; it is
+plain code over a MutableMapping so functional tests drive it without Kafka.
+It never raises for bad input: anything that cannot be applied becomes a DLQ
+record with its reason, and the agent commits past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+
+from aiokafka.partitioner import murmur2
+
+from streams import effects as fx
+from streams import outputs
+from streams.decode import decode
+from streams.errors import InvalidEvent
+from streams.fold import apply
+from streams.metrics import COMPLETION_LATENESS, EVENTS, REJECTED, TRANSITIONS
+from streams.state import TimerState, decode_state, encode_state
+from streams.tracing import current_trace_id, new_traceparent, trace_id_of
+
+log = logging.getLogger("auction_timer.processor")
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default (murmur2) partitioner: where a producer keyed by auction_id puts it."""
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One input message as it came off Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Outcome:
+    records: list[outputs.Record] = field(default_factory=list)
+    changes: list[fx.TimerChanged] = field(default_factory=list)
+    reconcile: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TimerProcessor:
+    table: MutableMapping[bytes, bytes]
+    partitions: int
+    max_event_bytes: int
+    clock: Callable[[], int] = wall_ms
+
+    def process(self, msg: Message) -> Outcome:
+        EVENTS.labels(msg.topic).inc()
+        try:
+            env = decode(msg.topic, msg.value, self.max_event_bytes)
+        except InvalidEvent as exc:
+            return self._reject(msg, exc.reason, exc.detail, exc.field, new_traceparent())
+        token = current_trace_id.set(trace_id_of(env.traceparent))
+        try:
+            wanted = env.auction_id.encode()
+            if msg.key != wanted:
+                detail = f"message key {msg.key!r} is not the auction_id {env.auction_id!r}; key by auction_id"
+                return self._reject(msg, "key_mismatch", detail, "key", env.traceparent)
+            home = partition_for(wanted, self.partitions)
+            if home != msg.partition:
+                detail = (
+                    f"auction {env.auction_id!r} belongs on partition {home} of {self.partitions} "
+                    "(murmur2 of the key); producers must use Kafka's default partitioner"
+                )
+                return self._reject(msg, "wrong_partition", detail, "key", env.traceparent)
+            raw_state = self.table.get(wanted)
+            state = decode_state(raw_state) if raw_state else None
+            new_state, effects = apply(state, env)
+            if new_state is not None and new_state is not state:
+                self.table[wanted] = encode_state(new_state)
+            return self._carry_out(msg, effects, env.traceparent)
+        finally:
+            current_trace_id.reset(token)
+
+    def internal_error(self, msg: Message, exc: BaseException) -> Outcome:
+        """A bug met this message: dead-letter it (so it can be replayed once fixed) and go on."""
+        log.exception("processing failed; message sent to the DLQ", extra={"topic": msg.topic, "offset": msg.offset})
+        return self._reject(msg, "internal_error", f"{type(exc).__name__}: {exc}", None, new_traceparent())
+
+    def _carry_out(self, msg: Message, effects: list[fx.Effect], traceparent: str) -> Outcome:
+        now = self.clock()
+        out = Outcome()
+        for effect in effects:
+            if isinstance(effect, fx.TimerChanged):
+                out.records.append(outputs.timer_event(effect, now))
+                out.changes.append(effect)
+                if not effect.redelivery:
+                    TRANSITIONS.labels(effect.kind).inc()
+                    if effect.kind == "completed":
+                        COMPLETION_LATENESS.observe(max(0, now - effect.state.ends_at_ms))
+                    log_change(effect)
+            elif isinstance(effect, fx.Audited):
+                out.records.append(outputs.audit(effect, now))
+            elif isinstance(effect, fx.Tracked):
+                out.records.append(outputs.analytics(effect, now))
+            elif isinstance(effect, fx.Rejected):
+                out.records.extend(self._reject(msg, effect.reason, effect.detail, None, traceparent).records)
+            else:
+                out.reconcile.append(effect.auction_id)
+        return out
+
+    def _reject(self, msg: Message, reason: str, detail: str, field_name: str | None, traceparent: str) -> Outcome:
+        REJECTED.labels(reason).inc()
+        log.warning(
+            "input rejected to the DLQ: %s",
+            detail,
+            extra={"reason": reason, "field": field_name, "topic": msg.topic, "partition": msg.partition,
+                   "offset": msg.offset, "trace_id": trace_id_of(traceparent)},
+        )  # fmt: skip
+        record = outputs.dead_letter(
+            reason=reason, detail=detail, field=field_name, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            key=msg.key, value=msg.value, traceparent=traceparent, now_ms=self.clock(), max_bytes=self.max_event_bytes,
+        )  # fmt: skip
+        return Outcome(records=[record])
+
+
+def log_change(change: fx.TimerChanged) -> None:
+    state: TimerState = change.state
+    log.info(
+        "timer %s",
+        change.kind,
+        extra={"auction_id": state.auction_id, "version": state.version, "ends_at_ms": state.ends_at_ms,
+               "cause_id": change.cause_id},
+    )  # fmt: skip

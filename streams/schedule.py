@@ -1,0 +1,130 @@
+"""What the scheduler must do next, as pure bookkeeping over a min-heap (no clock, no I/O).
+
+Entries are lazily invalidated: a change pushes fresh entries, and an entry whose
+auction moved on (new version, ended, untracked) is dropped when it surfaces.
+Each live auction has one deadline (its start while scheduled, else its end) and
+one next tick; ticks are phased per auction so 10,000 timers do not tick at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Literal
+
+from streams.state import TimerState
+
+DueKind = Literal["expire", "start", "tick"]
+# A fired deadline whose command has not come back applied is fired again after this long.
+REFIRE_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    kind: DueKind
+    due_ms: int
+    state: TimerState
+    seq: int = 0  # tick sequence for this auction (ticks only)
+
+
+@dataclass
+class Schedule:
+    tick_interval_ms: int
+    live: dict[str, TimerState] = field(default_factory=dict)
+    _heap: list[tuple[int, int, DueKind, str, int]] = field(default_factory=list)
+    _next_tick: dict[str, int] = field(default_factory=dict)
+    _tick_seq: dict[str, int] = field(default_factory=dict)
+    _counter: int = 0
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def _push(self, due_ms: int, kind: DueKind, state: TimerState) -> None:
+        self._counter += 1
+        heapq.heappush(self._heap, (due_ms, self._counter, kind, state.auction_id, state.version))
+
+    def track(self, state: TimerState, now_ms: int) -> None:
+        """Follow `state` (a new version or a restored one); ended timers leave the schedule."""
+        current = self.live.get(state.auction_id)
+        if current is not None and current.version > state.version:
+            return  # an older copy (a restore racing the agent) never replaces a newer one
+        if not state.live:
+            self.forget(state.auction_id)
+            return
+        self.live[state.auction_id] = state
+        if state.status == "scheduled":
+            self._push(state.starts_at_ms, "start", state)
+        self._push(state.ends_at_ms, "expire", state)
+        if state.auction_id not in self._next_tick:
+            self.schedule_tick(state.auction_id, now_ms)
+
+    def schedule_tick(self, auction_id: str, after_ms: int) -> None:
+        """The next periodic tick is one interval after `after_ms` (a tick that just went out)."""
+        state = self.live.get(auction_id)
+        if state is None:
+            return
+        due = after_ms + self.tick_interval_ms
+        self._next_tick[auction_id] = due
+        self._push(due, "tick", state)
+
+    def next_tick_seq(self, auction_id: str) -> int:
+        seq = self._tick_seq.get(auction_id, 0) + 1
+        self._tick_seq[auction_id] = seq
+        return seq
+
+    def forget(self, auction_id: str) -> None:
+        self.live.pop(auction_id, None)
+        self._next_tick.pop(auction_id, None)
+        self._tick_seq.pop(auction_id, None)
+
+    def clear(self) -> None:
+        self.live.clear()
+        self._heap.clear()
+        self._next_tick.clear()
+        self._tick_seq.clear()
+
+    def _valid(self, kind: DueKind, auction_id: str, version: int, due_ms: int) -> TimerState | None:
+        state = self.live.get(auction_id)
+        if state is None:
+            return None
+        if kind == "tick":
+            return state if self._next_tick.get(auction_id) == due_ms else None
+        if state.version != version:
+            return None
+        if kind == "start" and state.status != "scheduled":
+            return None
+        return state
+
+    def next_due_ms(self) -> int | None:
+        while self._heap:
+            due_ms, _, kind, auction_id, version = self._heap[0]
+            if self._valid(kind, auction_id, version, due_ms) is not None:
+                return due_ms
+            heapq.heappop(self._heap)
+        return None
+
+    def pop_due(self, now_ms: int) -> list[Due]:
+        """Everything due at `now_ms`. Fired deadlines are re-armed REFIRE_MS later, and a tick
+        re-arms itself, so nothing is lost if a command or tick goes astray."""
+        out: list[Due] = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            due_ms, _, kind, auction_id, version = heapq.heappop(self._heap)
+            state = self._valid(kind, auction_id, version, due_ms)
+            if state is None:
+                continue
+            if kind == "tick":
+                out.append(Due(kind, due_ms, state, self.next_tick_seq(auction_id)))
+                # Keep the phase; after a stall, skip the missed ticks rather than burst them.
+                behind = now_ms - due_ms >= self.tick_interval_ms
+                self.schedule_tick(auction_id, now_ms if behind else due_ms)
+            else:
+                out.append(Due(kind, due_ms, state))
+                self._push(now_ms + REFIRE_MS, kind, state)
+        return out
+
+    def tick_now(self, state: TimerState, now_ms: int) -> int:
+        """A tick goes out at once for this change; returns its seq and restarts the tick phase."""
+        seq = self.next_tick_seq(state.auction_id)
+        if state.live:
+            self.schedule_tick(state.auction_id, now_ms)
+        return seq

@@ -1,0 +1,99 @@
+"""The scheduler loop: exact deadlines and periodic ticks for the partitions this worker owns.
+
+It sleeps until the earlier of the next deadline and the next tick (or until a
+change wakes it), writes ExpireTimer / StartTimer to auctions.timer.commands at
+deadlines, and TimerTicks to auctions.timer.ticks. It never writes the table:
+the fold, through the agent, is the only writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+from streams import events as ev
+from streams import outputs
+from streams.metrics import ACTIVE_TIMERS, COMMANDS_SENT, TICK_DELAY
+from streams.processor import wall_ms
+from streams.schedule import Due, Schedule
+from streams.state import TimerState
+from streams.tracing import child_traceparent
+
+log = logging.getLogger("auction_timer.scheduler")
+SOURCE = "urn:auction-timer:scheduler"
+
+Send = Callable[[outputs.Record], Awaitable[object]]
+
+
+class Scheduler:
+    def __init__(self, tick_interval_s: float, send: Send, clock: Callable[[], int] = wall_ms) -> None:
+        self.schedule = Schedule(int(tick_interval_s * 1000))
+        self._send = send
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.owned: set[int] = set()
+
+    async def on_change(self, state: TimerState) -> None:
+        """A new version from the fold: tick at once with it and re-plan its deadlines."""
+        now = self._clock()
+        seq = self.schedule.tick_now(state, now)
+        self.schedule.track(state, now)
+        ACTIVE_TIMERS.set(len(self.schedule))
+        await self._send(outputs.tick(state, seq, now))
+        self._wake.set()
+
+    def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
+        """After a rebalance or restart: follow exactly the live timers of the owned partitions.
+        Deadlines that passed while nobody owned them are due now and fire on the next turn."""
+        self.owned = set(partitions)
+        self.schedule.clear()
+        now = self._clock()
+        for state in states:
+            self.schedule.track(state, now)
+        ACTIVE_TIMERS.set(len(self.schedule))
+        log.info("schedule rebuilt", extra={"partitions": sorted(self.owned), "live_timers": len(self.schedule)})
+        self._wake.set()
+
+    def revoke(self, auction_ids: Iterable[str]) -> None:
+        for auction_id in auction_ids:
+            self.schedule.forget(auction_id)
+        ACTIVE_TIMERS.set(len(self.schedule))
+
+    async def run(self) -> None:
+        while True:
+            await self._sleep_until_due()
+            now = self._clock()
+            for due in self.schedule.pop_due(now):
+                try:
+                    await self._fire(due, now)
+                except Exception:  # a send failure must not stop the loop; the entry re-fires
+                    log.exception("scheduler could not send", extra={"auction_id": due.state.auction_id})
+
+    async def _sleep_until_due(self) -> None:
+        self._wake.clear()
+        due = self.schedule.next_due_ms()
+        if due is not None and due <= self._clock():
+            return
+        timeout = None if due is None else (due - self._clock()) / 1000
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _fire(self, due: Due, now: int) -> None:
+        state = due.state
+        if due.kind == "tick":
+            TICK_DELAY.observe(max(0, now - due.due_ms))
+            await self._send(outputs.tick(state, due.seq, now))
+            return
+        payload: ev.ExpireTimer | ev.StartTimer
+        if due.kind == "expire":
+            payload = ev.ExpireTimer(state.auction_id, state.version, now)
+        else:
+            payload = ev.StartTimer(state.auction_id, state.version, now)
+        # A random id: two schedulers racing for the same deadline send two distinct commands,
+        # and the fold's version check (not the duplicate check) turns the second into a no-op.
+        command_id = f"{state.auction_id}:{due.kind}:v{state.version}:{uuid.uuid4().hex[:12]}"
+        await self._send(outputs.input_record(payload, command_id, now, child_traceparent(state.traceparent), SOURCE))
+        COMMANDS_SENT.labels(due.kind).inc()

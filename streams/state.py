@@ -1,0 +1,76 @@
+"""The per-auction timer state the fold produces and the table stores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+
+from streams.events import Policy
+
+Status = Literal["scheduled", "running", "ended", "cancelled"]
+ChangeKind = Literal["registered", "started", "extended", "completed", "cancelled"]
+LIVE: frozenset[str] = frozenset({"scheduled", "running"})
+RECENT_IDS = 32  # event ids remembered for idempotency, newest last
+
+
+@dataclass(frozen=True, slots=True)
+class TimerState:
+    auction_id: str
+    version: int  # +1 on every change, never otherwise
+    status: Status
+    starts_at_ms: int
+    original_ends_at_ms: int
+    ends_at_ms: int
+    policy: Policy
+    maker_id: str
+    extension_count: int
+    extension_total_ms: int
+    traceparent: str  # of the input that made the latest change
+    registered_event_id: str
+    last_event_id: str  # the input that produced this version
+    recent_event_ids: tuple[str, ...]
+    updated_at_ms: int  # event time of the latest change (from the event, not a clock)
+    last_change: ChangeKind
+    ended_at_ms: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+    @property
+    def trace_id(self) -> str:
+        return self.traceparent[3:35]
+
+    def remaining_ms(self, now_ms: int) -> int:
+        return max(0, self.ends_at_ms - now_ms) if self.live else 0
+
+    def public(self) -> dict[str, Any]:
+        """The fields clients see (no idempotency bookkeeping)."""
+        return {
+            "auction_id": self.auction_id,
+            "version": self.version,
+            "status": self.status,
+            "starts_at_ms": self.starts_at_ms,
+            "original_ends_at_ms": self.original_ends_at_ms,
+            "ends_at_ms": self.ends_at_ms,
+            "soft_close_window_ms": self.policy.soft_close_window_ms,
+            "extension_ms": self.policy.extension_ms,
+            "max_extension_ms": self.policy.max_extension_ms,
+            "extension_count": self.extension_count,
+            "extension_total_ms": self.extension_total_ms,
+            "ended_at_ms": self.ended_at_ms,
+            "trace_id": self.trace_id,
+        }
+
+
+def encode_state(state: TimerState) -> bytes:
+    return orjson.dumps(asdict(state))
+
+
+def decode_state(raw: bytes) -> TimerState:
+    doc = orjson.loads(raw)
+    doc["policy"] = Policy(**doc["policy"])
+    doc["recent_event_ids"] = tuple(doc["recent_event_ids"])
+    return TimerState(**doc)

@@ -1,0 +1,159 @@
+"""Fixtures that start real Kafka and Redis on free ports and always tear them down.
+
+Scopes: Redis standalone is shared by the session (tests isolate themselves with a
+unique key prefix and never flush it); Kafka is started per test, because the
+topic names are fixed by the contract and a fresh broker is the only clean slate.
+Tests that stop or kill a server get a private one. On failure, the servers' log
+tails are printed with the test's report.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.kafka_server import KafkaCluster
+from infra.redis_server import MASTER_NAME, RedisSentinelGroup, RedisServer
+from tests.support.stack import Stack
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    reports = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
+    return any(report is not None and report.failed for report in reports)
+
+
+def print_on_failure(request: pytest.FixtureRequest, describe: Callable[[], str]) -> None:
+    if failed(request):
+        print(describe())
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def kafka(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), size=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        print_on_failure(request, cluster.log_tails)
+        cluster.stop()
+
+
+@pytest.fixture
+def kafka3(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka3"), size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        print_on_failure(request, cluster.log_tails)
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_private(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A Redis of this test's own, for tests that stop, kill or flush it."""
+    server = RedisServer(tmp_path / "redis-private")
+    try:
+        server.start()
+        yield server
+    finally:
+        print_on_failure(request, lambda: server.process.log_tail() if server.process else "")
+        server.stop()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisSentinelGroup]:
+    group = RedisSentinelGroup(tmp_path / "sentinel", password="s3cret-for-tests")
+    try:
+        group.start()
+        yield group
+    finally:
+        print_on_failure(
+            request,
+            lambda: (
+                "\n".join(p.log_tail(30) for p in group.sentinels)
+                + (group.primary.process.log_tail(30) if group.primary.process else "")
+            ),
+        )
+        group.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """Every Redis key a test writes starts with this, so the shared server stays clean."""
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def stack(
+    kafka: KafkaCluster, redis_server: RedisServer, tmp_path: Path, key_prefix: str, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """Kafka (fresh) and Redis (shared, own key prefix) for the service's processes."""
+    s = Stack(kafka, redis_server, tmp_path, key_prefix)
+    try:
+        yield s
+    finally:
+        print_on_failure(request, s.log_tails)
+        s.stop_all()
+
+
+@pytest.fixture
+def private_stack(
+    kafka: KafkaCluster, redis_private: RedisServer, tmp_path: Path, key_prefix: str, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """Like `stack`, with a Redis the test may stop, flush or kill."""
+    s = Stack(kafka, redis_private, tmp_path, key_prefix)
+    try:
+        yield s
+    finally:
+        print_on_failure(request, s.log_tails)
+        s.stop_all()
+
+
+@pytest.fixture
+def sentinel_stack(
+    kafka: KafkaCluster,
+    redis_sentinel: RedisSentinelGroup,
+    tmp_path: Path,
+    key_prefix: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Stack]:
+    """Kafka plus Redis behind three Sentinels (with a password), as the service is configured for HA."""
+    s = Stack(kafka, None, tmp_path, key_prefix, overrides={
+        "AUCTION_TIMER_REDIS_SENTINELS": redis_sentinel.sentinel_addresses,
+        "AUCTION_TIMER_REDIS_SENTINEL_MASTER": MASTER_NAME,
+        "AUCTION_TIMER_REDIS_PASSWORD": redis_sentinel.password or "",
+    })  # fmt: skip
+    try:
+        yield s
+    finally:
+        print_on_failure(request, s.log_tails)
+        s.stop_all()

@@ -1,0 +1,107 @@
+"""The reconciler racing the live projection never writes an older version over a newer one."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from infra.redis_server import RedisServer
+from projections.keys import Keys
+from projections.reconciler import Reconciler
+from projections.store import Projected, ProjectionStore
+from streams.fold import apply
+from streams.state import TimerState
+from tests.support.events import T0, envelope, started
+
+AUCTIONS = [f"race-{i}" for i in range(40)]
+TOP = 25
+
+
+def versions_of(base: TimerState, version: int) -> TimerState:
+    return replace(base, version=version, ends_at_ms=base.original_ends_at_ms + 100 * version)
+
+
+async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_prefix: str) -> None:
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    audits: list[object] = []
+
+    async def publish(record: object) -> None:
+        audits.append(record)
+
+    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0)
+    bases = {}
+    for auction_id in AUCTIONS:
+        state, _ = apply(None, envelope(started(auction_id, T0, T0 + 600_000), time_ms=T0))
+        assert state is not None
+        bases[auction_id] = state
+
+    seen: dict[str, int] = dict.fromkeys(AUCTIONS, 0)
+    regressions: list[tuple[str, int, int]] = []
+    done = asyncio.Event()
+
+    async def live_projection() -> None:
+        for version in range(1, TOP + 1):
+            items = [Projected.of(versions_of(bases[a], version).public()) for a in AUCTIONS]
+            await store.write(items, "newer", T0)
+            await asyncio.sleep(0)
+        done.set()
+
+    corrections = 0
+
+    async def lagging_reconciler() -> None:
+        nonlocal corrections
+        while not done.is_set():
+            # The reconciler's copy is up to 5 versions behind or 2 ahead of what it last saw:
+            # ahead, it writes (and races the projection's newer writes); behind, it must not.
+            copies = [versions_of(bases[a], min(TOP, max(1, seen[a] + random.randint(-5, 2)))) for a in AUCTIONS]
+            reconciler.rebuild(copies)
+            corrections += len(await reconciler.pass_once())
+
+    async def observer() -> None:
+        while not done.is_set():
+            for auction_id, (stored, _) in (await store.read_many(AUCTIONS)).items():
+                if stored is None:
+                    continue
+                if stored["version"] < seen[auction_id]:
+                    regressions.append((auction_id, seen[auction_id], stored["version"]))
+                seen[auction_id] = max(seen[auction_id], stored["version"])
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(asyncio.gather(live_projection(), lagging_reconciler(), observer()), 60)
+    assert regressions == []
+    assert corrections > 0, "the reconciler never wrote, so nothing raced"
+    final = await store.read_many(AUCTIONS)
+    assert {a: s["version"] for a, (s, _) in final.items() if s} == dict.fromkeys(AUCTIONS, TOP)
+    await client.delete(*(store.keys.timer(a) for a in AUCTIONS), store.keys.active, store.keys.reconciliations)
+    await client.aclose()
+
+
+async def test_corrections_are_streamed_audited_and_counted(redis_server: RedisServer, key_prefix: str) -> None:
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    audits: list = []
+
+    async def publish(record: object) -> None:
+        audits.append(record)
+
+    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0)
+    state, _ = apply(None, envelope(started("fix-1", T0, T0 + 60_000), time_ms=T0))
+    assert state is not None
+    reconciler.rebuild([state])
+    [missing] = await reconciler.pass_once()
+    assert (missing.what, missing.old) == ("missing", None)
+    await client.hset(store.keys.timer("fix-1"), "ends_at_ms", str(T0 + 61_000))
+    [drift] = await reconciler.pass_once()
+    assert (drift.what, drift.delta_ms) == ("ends_at_drift", -1_000)
+    assert await reconciler.pass_once() == []
+    entries: list[Any] = await client.xrange(store.keys.reconciliations)  # type: ignore[assignment]
+    assert [e[1]["what"] for e in entries] == ["missing", "ends_at_drift"]
+    assert all(e[1]["trace_id"] == state.trace_id for e in entries)
+    assert len(audits) == 2
+    await client.delete(store.keys.timer("fix-1"), store.keys.active, store.keys.reconciliations)
+    await client.aclose()

@@ -1,0 +1,121 @@
+"""The worker against real Kafka: registration, ticks, soft close, completion, duplicates,
+cancellation, and bad input dead-lettered while good input keeps flowing."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+
+from streams import events as ev
+from streams import topics
+from tests.support.events import now_ms, raw_event, record
+from tests.support.kafka import kafka_io, produce
+from tests.support.stack import Stack
+
+WATCH = (topics.TIMER_EVENTS, topics.TICKS, topics.AUDIT, topics.ANALYTICS, topics.DLQ)
+POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
+
+
+def of(auction_id: str, kind: str | None = None):
+    def match(doc: dict) -> bool:
+        data = doc.get("data", {})
+        return data.get("auction_id") == auction_id and (kind is None or data.get("kind") == kind)
+
+    return match
+
+
+async def test_lifecycle_ticks_extension_and_completion(stack: Stack) -> None:
+    stack.start_worker()
+    async with kafka_io(stack.kafka.bootstrap, *WATCH) as (producer, watch):
+        start = now_ms()
+        await produce(producer, record(ev.AuctionStarted("life-1", start, start + 6_000, POLICY, "maker-1")))
+        [registered] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "registered"), timeout=60)
+        assert registered["id"] == "life-1:v1"
+        assert registered["data"]["ends_at_ms"] == start + 6_000
+        [started] = await watch.wait_for(topics.ANALYTICS, lambda d: d["event"] == "auction_timer_started", timeout=10)
+        assert started["properties"]["trace_id"] == registered["data"]["trace_id"]
+
+        # Ticks at the configured interval (1 s here), each with the whole state and the server clock.
+        ticks = await watch.wait_for(topics.TICKS, of("life-1"), timeout=10, count=4)
+        # (The first tick went out with the registration; the periodic ones follow it.)
+        gaps = [b["data"]["server_time_ms"] - a["data"]["server_time_ms"] for a, b in itertools.pairwise(ticks[1:])]
+        assert all(900 <= gap <= 1_500 for gap in gaps), gaps
+        assert ticks[-1]["data"]["remaining_ms"] == start + 6_000 - ticks[-1]["data"]["server_time_ms"]
+
+        # A bid inside the 2 s soft-close window pushes the end to bid + 3 s.
+        placed = start + 5_000
+        [_] = await watch.wait_for(
+            topics.TICKS, lambda d: of("life-1")(d) and d["data"]["server_time_ms"] >= placed, 10
+        )
+        await produce(producer, record(ev.BidPlaced("life-1", "bid-1", "bidder-1", "99.00", placed)))
+        [extended] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "extended"), timeout=10)
+        assert extended["data"]["ends_at_ms"] == placed + 3_000
+        assert extended["data"]["previous_ends_at_ms"] == start + 6_000
+        # A tick goes out at once with the change (not at the next interval).
+        tick_v2 = await watch.wait_for(topics.TICKS, lambda d: of("life-1")(d) and d["data"]["version"] == 2, 10)
+        assert tick_v2[0]["data"]["server_time_ms"] - extended["data"]["server_time_ms"] < 500
+
+        [completed] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "completed"), timeout=15)
+        assert completed["id"] == "life-1:completed"
+        lateness = completed["data"]["ended_at_ms"] - (placed + 3_000)
+        assert 0 <= lateness <= 1_000, lateness
+        assert completed["data"]["status"] == "ended"
+        print(f"completion lateness after extension: {lateness} ms")
+        # No completion for the original end: exactly one ending.
+        assert len(watch.docs(topics.TIMER_EVENTS, of("life-1", "completed"))) == 1
+
+
+async def test_duplicates_are_no_ops_and_cancel_ends_the_timer(stack: Stack) -> None:
+    stack.start_worker()
+    async with kafka_io(stack.kafka.bootstrap, *WATCH) as (producer, watch):
+        start = now_ms()
+        first = record(ev.AuctionStarted("dup-1", start, start + 60_000, POLICY, "maker-1"), event_id="start-dup-1")
+        same_times = record(ev.AuctionStarted("dup-1", start, start + 60_000, POLICY, "maker-1"))
+        await produce(producer, first, first, same_times)
+        await watch.wait_for(topics.AUDIT, lambda d: of("dup-1")(d) and d["data"]["action"] == "duplicate", 60, count=2)
+        # One registration: the same-id resend may re-publish it (at-least-once), with the same id
+        # and version, which consumers drop; the other duplicate publishes nothing.
+        registered = watch.docs(topics.TIMER_EVENTS, of("dup-1", "registered"))
+        assert {(d["id"], d["data"]["version"]) for d in registered} == {("dup-1:v1", 1)}
+        assert len(registered) <= 2
+        reasons = sorted(
+            d["data"]["reason"] for d in watch.docs(topics.AUDIT, of("dup-1")) if d["data"]["action"] == "duplicate"
+        )
+        assert reasons == ["event_id_seen", "same_registration"]
+
+        await produce(producer, record(ev.AuctionCancelled("dup-1", "listing withdrawn", "admin-1")))
+        [cancelled] = await watch.wait_for(topics.TIMER_EVENTS, of("dup-1", "cancelled"), timeout=10)
+        assert cancelled["id"] == "dup-1:cancelled"
+        assert (cancelled["data"]["status"], cancelled["data"]["version"]) == ("cancelled", 2)
+        final_tick = await watch.wait_for(
+            topics.TICKS, lambda d: of("dup-1")(d) and d["data"]["status"] == "cancelled", 10
+        )
+        assert final_tick[0]["data"]["remaining_ms"] == 0
+
+
+async def test_bad_input_is_dead_lettered_while_valid_events_flow(stack: Stack) -> None:
+    stack.start_worker()
+    async with kafka_io(stack.kafka.bootstrap, *WATCH) as (producer, watch):
+        start = now_ms()
+        over_cap = raw_event(
+            ev.AUCTION_STARTED,
+            {"auction_id": "cap-1", "starts_at_ms": start, "ends_at_ms": start + 10_000, "maker_id": "m",
+             "policy": {"soft_close_window_ms": 1, "extension_ms": 16 * 60_000, "max_extension_ms": 1}},
+        )  # fmt: skip
+        await producer.send_and_wait(topics.AUCTION_STARTED, b"{{{ not json", key=b"junk-1")
+        await producer.send_and_wait(topics.AUCTION_STARTED, over_cap, key=b"cap-1")
+        await producer.send_and_wait(topics.BID_PLACED, b"x" * 70_000, key=b"big-1")
+        await produce(producer, record(ev.BidPlaced("ghost-1", "b1", "u1", "5", start)))
+        await produce(producer, record(ev.AuctionStarted("good-1", start, start + 60_000, POLICY, "maker-1")))
+
+        dead = await watch.wait_for(topics.DLQ, lambda d: True, timeout=60, count=4)
+        by_key = {d["data"]["key"]: d["data"] for d in dead}
+        assert by_key["junk-1"]["reason"] == "not_json"
+        assert by_key["cap-1"]["reason"] == "policy_over_cap"
+        assert by_key["cap-1"]["field"] == "data.policy.extension_ms"
+        assert by_key["big-1"]["reason"] == "oversized" and by_key["big-1"]["truncated"] is True
+        assert by_key["ghost-1"]["reason"] == "unknown_auction"
+        assert orjson.loads(by_key["cap-1"]["value"])["data"]["auction_id"] == "cap-1"
+        await watch.wait_for(topics.TIMER_EVENTS, of("good-1", "registered"), timeout=10)
+        assert stack.processes[0].running()

@@ -1,0 +1,63 @@
+"""The service's own processes (worker, gateway) started the way an operator would: the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.kafka_server import KafkaCluster
+from infra.process import ServerProcess
+from infra.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    kafka: KafkaCluster
+    redis: RedisServer | None
+    workdir: Path
+    key_prefix: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    processes: list[ServerProcess] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUCTION_TIMER_")}
+        env.update(
+            AUCTION_TIMER_KAFKA_BOOTSTRAP=self.kafka.bootstrap,
+            AUCTION_TIMER_KEY_PREFIX=self.key_prefix,
+            AUCTION_TIMER_TICK_INTERVAL_S="1",
+            AUCTION_TIMER_RECONCILE_INTERVAL_S="2",
+            AUCTION_TIMER_WORKER_METRICS_PORT="0",
+            AUCTION_TIMER_LOG_LEVEL="INFO",
+        )
+        if self.redis is not None:
+            env["AUCTION_TIMER_REDIS_URL"] = self.redis.url
+        env.update(self.overrides)
+        env.update(extra)
+        return env
+
+    def start(self, name: str, command: list[str], **extra: str) -> ServerProcess:
+        extra.setdefault("AUCTION_TIMER_DATA_DIR", str(self.workdir / name))
+        proc = ServerProcess(
+            name,
+            [sys.executable, "-m", "app.cli", *command],
+            self.workdir / f"{name}-{len(self.processes)}.log",
+            env=self.env(**extra),
+            cwd=ROOT,
+        )
+        proc.start()
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, name: str = "worker", **extra: str) -> ServerProcess:
+        return self.start(name, ["worker"], **extra)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    def log_tails(self, lines: int = 80) -> str:
+        return "\n".join(f"--- {p.name} ({p.log_path}) ---\n{p.log_tail(lines)}" for p in self.processes)

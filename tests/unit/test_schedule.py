@@ -1,0 +1,81 @@
+"""The scheduler's bookkeeping, on a simulated clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streams.fold import apply
+from streams.schedule import REFIRE_MS, Schedule
+from streams.state import TimerState
+from tests.support.events import T0, envelope, started
+
+
+def timer(auction_id: str, ends: int, starts: int = T0) -> TimerState:
+    state, _ = apply(None, envelope(started(auction_id, starts, ends), time_ms=T0))
+    assert state is not None
+    return state
+
+
+def test_deadline_fires_once_at_ends_at_then_refires_later() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    sched.track(timer("a", T0 + 1_000), T0)
+    assert sched.next_due_ms() == T0 + 1_000
+    assert sched.pop_due(T0 + 999) == []
+    fired = sched.pop_due(T0 + 1_000)
+    assert [(d.kind, d.state.version) for d in fired] == [("expire", 1)]
+    assert sched.pop_due(T0 + 1_000 + REFIRE_MS - 1) == []
+    assert [d.kind for d in sched.pop_due(T0 + 1_000 + REFIRE_MS)] == ["expire"]
+
+
+def test_extension_replaces_the_deadline() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    state = timer("a", T0 + 1_000)
+    sched.track(state, T0)
+    sched.track(replace(state, version=2, ends_at_ms=T0 + 3_000), T0 + 500)
+    assert sched.pop_due(T0 + 2_000) == []  # the old deadline is stale
+    assert [(d.kind, d.state.version) for d in sched.pop_due(T0 + 3_000)] == [("expire", 2)]
+
+
+def test_older_version_never_replaces_newer() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    state = timer("a", T0 + 1_000)
+    newer = replace(state, version=3, ends_at_ms=T0 + 9_000)
+    sched.track(newer, T0)
+    sched.track(state, T0)
+    assert sched.live["a"].version == 3
+
+
+def test_ended_timer_leaves_the_schedule() -> None:
+    sched = Schedule(tick_interval_ms=1_000)
+    state = timer("a", T0 + 10_000)
+    sched.track(state, T0)
+    sched.track(replace(state, version=2, status="ended"), T0 + 10_001)
+    assert len(sched) == 0
+    assert sched.pop_due(T0 + 60_000) == []
+    assert sched.next_due_ms() is None
+
+
+def test_ticks_every_interval_with_rising_seq_and_phase_restart_on_change() -> None:
+    sched = Schedule(tick_interval_ms=1_000)
+    state = timer("a", T0 + 60_000)
+    sched.track(state, T0)
+    ticks = [d for t in range(T0 + 1, T0 + 3_500, 100) for d in sched.pop_due(t) if d.kind == "tick"]
+    assert [d.due_ms for d in ticks] == [T0 + 1_000, T0 + 2_000, T0 + 3_000]
+    assert [d.seq for d in ticks] == [1, 2, 3]
+    assert sched.tick_now(replace(state, version=2), T0 + 3_200) == 4
+    assert sched.next_due_ms() == T0 + 4_200
+
+
+def test_scheduled_auction_has_a_start_deadline() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    state, _ = apply(None, envelope(started("a", T0 + 5_000, T0 + 9_000), time_ms=T0))
+    assert state is not None and state.status == "scheduled"
+    sched.track(state, T0)
+    assert [d.kind for d in sched.pop_due(T0 + 5_000)] == ["start"]
+
+
+def test_missed_deadlines_are_due_at_once_after_rebuild() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    sched.track(timer("a", T0 + 1_000), T0 + 50_000)  # rebuilt long after the end
+    assert sched.next_due_ms() == T0 + 1_000
+    assert [d.kind for d in sched.pop_due(T0 + 50_000)] == ["expire"]
