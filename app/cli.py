@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,7 +47,21 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from app.gateway.server import run
+    from streams.topic_admin import ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except AuctionTimerError as exc:
+        # The gateway serves from Redis while Kafka is away; the feed reconnects by itself.
+        logging.getLogger("auction_timer.gateway").warning("starting without Kafka: %s", exc)
+    run(settings)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
+    "gateway": (cmd_gateway, "serve REST, WebSocket updates and the countdown page"),
     "worker": (cmd_worker, "run a Faust worker: fold the input topics, schedule deadlines and ticks"),
     "settings": (cmd_settings, "list every AUCTION_TIMER_* variable with its default"),
 }

@@ -33,7 +33,7 @@ FIELDS = (
     "ended_at_ms",
     "trace_id",
 )
-INT_FIELDS = frozenset(FIELDS) - {"auction_id", "status", "trace_id", "ended_at_ms"}
+INT_FIELDS = (frozenset(FIELDS) | {"updated_at_ms"}) - {"auction_id", "status", "trace_id", "ended_at_ms"}
 
 
 @dataclass(frozen=True, slots=True)

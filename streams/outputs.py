@@ -85,20 +85,7 @@ def timer_event(change: TimerChanged, now_ms: int) -> Record:
 
 def tick_data(state: TimerState, seq: int, now_ms: int) -> dict[str, Any]:
     """The whole authoritative state a client needs, with the server's clock."""
-    return {
-        "auction_id": state.auction_id,
-        "version": state.version,
-        "seq": seq,
-        "status": state.status,
-        "starts_at_ms": state.starts_at_ms,
-        "original_ends_at_ms": state.original_ends_at_ms,
-        "ends_at_ms": state.ends_at_ms,
-        "extension_count": state.extension_count,
-        "extension_total_ms": state.extension_total_ms,
-        "remaining_ms": state.remaining_ms(now_ms),
-        "server_time_ms": now_ms,
-        "trace_id": state.trace_id,
-    }
+    return {**state.public(), "seq": seq, "remaining_ms": state.remaining_ms(now_ms), "server_time_ms": now_ms}
 
 
 def tick(state: TimerState, seq: int, now_ms: int) -> Record:

@@ -157,3 +157,14 @@ def sentinel_stack(
     finally:
         print_on_failure(request, s.log_tails)
         s.stop_all()
+
+
+@pytest.fixture(scope="module")
+def kafka_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One broker for a module whose tests isolate themselves by auction id."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-module"), size=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.kafka_server import KafkaCluster
-from infra.process import ServerProcess
+from infra.ports import free_port
+from infra.process import ServerProcess, wait_until
 from infra.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ class Stack:
             AUCTION_TIMER_RECONCILE_INTERVAL_S="2",
             AUCTION_TIMER_WORKER_METRICS_PORT="0",
             AUCTION_TIMER_LOG_LEVEL="INFO",
+            AUCTION_TIMER_ALLOWED_ORIGINS="http://127.0.0.1:8080,http://allowed.test",
         )
         if self.redis is not None:
             env["AUCTION_TIMER_REDIS_URL"] = self.redis.url
@@ -54,6 +57,22 @@ class Stack:
 
     def start_worker(self, name: str = "worker", **extra: str) -> ServerProcess:
         return self.start(name, ["worker"], **extra)
+
+    def start_gateway(self, name: str = "gateway", port: int | None = None, **extra: str) -> tuple[ServerProcess, str]:
+        """Start `auction-timer gateway` and wait until /healthz answers; returns it and its URL."""
+        port = port or free_port()
+        proc = self.start(name, ["gateway"], AUCTION_TIMER_GATEWAY_PORT=str(port), **extra)
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_until(healthy, 30, f"the gateway on port {port}", alive=proc.running)
+        return proc, url
 
     def stop_all(self) -> None:
         for proc in reversed(self.processes):

@@ -1,0 +1,59 @@
+"""What the gateway writes to Kafka: Reconcile commands, audit entries, analytics events.
+
+Sends never hold up a request: each is a task with a deadline, the number in flight is
+bounded, and a failure is counted and logged (the drift is still in the metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
+
+from streams.outputs import Record
+
+log = logging.getLogger("auction_timer.gateway.outbox")
+SENDS = Counter("auctions_gateway_kafka_sends_total", "Gateway writes to Kafka by result", ["topic", "result"])
+MAX_IN_FLIGHT = 1_000
+SEND_TIMEOUT_S = 10.0
+
+
+class Outbox:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=5_000
+            )
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    def send(self, record: Record) -> None:
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            SENDS.labels(record.topic, "dropped").inc()
+            log.error("gateway outbox full; record dropped", extra={"topic": record.topic})
+            return
+        task = asyncio.get_running_loop().create_task(self._send(record))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, record: Record) -> None:
+        try:
+            producer = await asyncio.wait_for(self._get_producer(), SEND_TIMEOUT_S)
+            await asyncio.wait_for(producer.send_and_wait(record.topic, record.value, key=record.key), SEND_TIMEOUT_S)
+            SENDS.labels(record.topic, "ok").inc()
+        except Exception as exc:  # noqa: BLE001 - counted and logged; requests never fail on it
+            SENDS.labels(record.topic, "failed").inc()
+            log.warning("gateway could not write to Kafka", extra={"topic": record.topic, "error": repr(exc)})
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        if self._producer is not None:
+            await self._producer.stop()

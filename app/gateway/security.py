@@ -1,0 +1,70 @@
+"""The gateway's edges: auction id validation, Origin allow-list, per-address connection cap,
+and a token-bucket rate limit per client address."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from streams.decode import AUCTION_ID
+
+MAX_TRACKED_ADDRESSES = 100_000
+
+
+def valid_auction_id(value: str) -> bool:
+    return bool(AUCTION_ID.match(value))
+
+
+def client_address(request: web.Request) -> str:
+    """The peer address. Forwarded headers are not trusted: set them up at your proxy."""
+    return request.remote or "unknown"
+
+
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    """Browsers always send Origin on a WebSocket upgrade; non-browser clients may omit it."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin.rstrip("/") in allowed
+
+
+@dataclass
+class ConnectionCap:
+    per_address: int
+    open: dict[str, int] = field(default_factory=dict)
+
+    def acquire(self, address: str) -> bool:
+        if self.open.get(address, 0) >= self.per_address:
+            return False
+        self.open[address] = self.open.get(address, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        left = self.open.get(address, 0) - 1
+        if left > 0:
+            self.open[address] = left
+        else:
+            self.open.pop(address, None)
+
+
+@dataclass
+class RateLimiter:
+    """`per_minute` calls per address, refilled continuously; least recently seen addresses are
+    forgotten past MAX_TRACKED_ADDRESSES so the table stays bounded."""
+
+    per_minute: int
+    buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    def allow(self, address: str, now: float | None = None) -> tuple[bool, float]:
+        """(allowed, seconds until the next call would be allowed)."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self.buckets.pop(address, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60)
+        allowed = tokens >= 1
+        if allowed:
+            tokens -= 1
+        self.buckets[address] = (tokens, now)
+        while len(self.buckets) > MAX_TRACKED_ADDRESSES:
+            self.buckets.popitem(last=False)
+        return allowed, 0.0 if allowed else (1 - tokens) * 60 / self.per_minute

@@ -1,0 +1,130 @@
+"""Assembling and running the gateway application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+
+from app.gateway import rest, ws
+from app.gateway.context import GATEWAY, Gateway
+from app.gateway.feed import Feed
+from app.gateway.hub import Hub
+from app.gateway.last_seen import LastSeen
+from app.gateway.metrics import LOOP_LAG, REQUESTS
+from app.gateway.outbox import Outbox
+from app.gateway.security import ConnectionCap, RateLimiter
+from app.gateway.timers import Timers
+from app.settings import Settings
+from projections.keys import Keys
+from projections.redis_client import connect
+from projections.store import ProjectionStore
+from streams.processor import wall_ms
+
+log = logging.getLogger("auction_timer.gateway")
+MAX_BODY_BYTES = 4096
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON error bodies for every HTTP error, security headers, and request counts."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                503: "unavailable"}.get(exc.status, "error")  # fmt: skip
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        response = rest.error(exc.status, code, exc.reason, **kept)
+    if not response.prepared:
+        response.headers.update(SECURITY_HEADERS)
+    REQUESTS.labels(route, str(response.status)).inc()
+    return response
+
+
+def create_app(settings: Settings) -> web.Application:
+    clock = wall_ms
+    hub = Hub(clock)
+    memory = LastSeen(settings.ended_ttl_s)
+    store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
+    gateway = Gateway(
+        settings=settings,
+        clock=clock,
+        hub=hub,
+        memory=memory,
+        timers=Timers(store, memory, clock),
+        feed=Feed(settings.kafka_bootstrap, hub, memory, clock),
+        outbox=Outbox(settings.kafka_bootstrap),
+        connections=ConnectionCap(settings.ws_max_per_address),
+        sync_limiter=RateLimiter(settings.sync_rate_per_min),
+    )
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[edges])
+    app[GATEWAY] = gateway
+    app.router.add_get("/auctions/{auction_id}/timer", rest.get_timer)
+    app.router.add_post("/timers/sync", rest.post_sync)
+    app.router.add_get("/auctions/{auction_id}/updates", ws.updates)
+    app.router.add_get("/auctions/{auction_id}", rest.countdown_page)
+    app.router.add_get("/healthz", rest.healthz)
+    app.router.add_get("/readyz", rest.readyz)
+    app.router.add_get("/metrics", rest.metrics)
+    app.router.add_static("/static", str(resources.files("app").joinpath("static")), show_index=False)
+    app.cleanup_ctx.append(background)
+    app.on_shutdown.append(lambda app: app[GATEWAY].hub.close_all())
+    return app
+
+
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """The feed, the loop-lag probe and memory pruning run for the app's lifetime."""
+    gw = app[GATEWAY]
+    tasks = [
+        asyncio.create_task(gw.feed.run(), name="feed"),
+        asyncio.create_task(watch_loop_lag(), name="loop-lag"),
+        asyncio.create_task(prune(gw), name="prune"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await gw.outbox.close()
+    await gw.timers.store.client.aclose()
+
+
+async def watch_loop_lag(interval_s: float = 0.1) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval_s)
+        LOOP_LAG.observe(max(0.0, (loop.time() - start - interval_s) * 1000))
+
+
+async def prune(gw: Gateway) -> None:
+    while True:
+        await asyncio.sleep(60)
+        gw.memory.prune()
+
+
+def run(settings: Settings) -> None:
+    web.run_app(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        access_log=None,
+        print=lambda text: log.info(text.strip()),
+        shutdown_timeout=5,
+    )

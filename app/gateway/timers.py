@@ -1,0 +1,85 @@
+"""Answering "what is this auction's timer now": Redis, or the gateway's memory when that
+is newer or Redis is down. A failing Redis is skipped for a moment (a small circuit
+breaker) so a Redis outage does not add a timeout to every request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.gateway.last_seen import LastSeen
+from app.gateway.metrics import REDIS_UP, SOURCE
+from projections.store import ProjectionStore
+
+log = logging.getLogger("auction_timer.gateway.timers")
+BREAKER_S = 1.0
+LIVE = ("scheduled", "running")
+
+
+class Unavailable(Exception):
+    """Neither Redis nor memory can answer for this auction right now."""
+
+
+@dataclass
+class TimerView:
+    state: dict[str, Any]
+    source: str  # "redis" or "memory"
+    stale: bool
+
+
+class Timers:
+    def __init__(self, store: ProjectionStore, memory: LastSeen, clock: Callable[[], int]) -> None:
+        self.store = store
+        self.memory = memory
+        self.clock = clock
+        self._skip_redis_until = 0.0
+
+    @property
+    def redis_up(self) -> bool:
+        return time.monotonic() >= self._skip_redis_until
+
+    async def read(self, auction_id: str) -> TimerView | None:
+        """The newest state we can find; None for an unknown auction; Unavailable when Redis is
+        down and memory has nothing."""
+        remembered = self.memory.get(auction_id)
+        stored: dict[str, Any] | None = None
+        redis_failed = False
+        if self.redis_up:
+            try:
+                stored = await self.store.read(auction_id)
+                REDIS_UP.set(1)
+            except (RedisError, OSError) as exc:
+                redis_failed = True
+                self._skip_redis_until = time.monotonic() + BREAKER_S
+                REDIS_UP.set(0)
+                log.warning("redis read failed; serving from memory", extra={"error": repr(exc)})
+        else:
+            redis_failed = True
+        if stored is not None and (remembered is None or stored["version"] >= remembered["version"]):
+            SOURCE.labels("redis").inc()
+            return TimerView(stored, "redis", stale=False)
+        if remembered is not None:
+            SOURCE.labels("memory").inc()
+            return TimerView(remembered, "memory", stale=redis_failed)
+        if redis_failed:
+            raise Unavailable(auction_id)
+        return None
+
+    def present(self, view: TimerView, tick_interval_ms: int) -> dict[str, Any]:
+        """The public payload of GET /auctions/{id}/timer and of a WebSocket snapshot."""
+        now = self.clock()
+        state = {k: v for k, v in view.state.items() if k not in ("kind", "cause", "previous_ends_at_ms", "seq")}
+        live = state["status"] in LIVE
+        state.update(
+            remaining_ms=max(0, int(state["ends_at_ms"]) - now) if live else 0,
+            server_time_ms=now,
+            tick_interval_ms=tick_interval_ms,
+            source=view.source,
+            stale=view.stale,
+        )
+        return state

@@ -1,0 +1,123 @@
+"""WS /auctions/{id}/updates: a snapshot at once, then numbered updates; ping gets pong.
+
+Before the upgrade: the id is validated, the Origin checked against the allow-list and
+the per-address connection cap applied. After it: frames over 4 KiB close the socket
+with 1009, bad JSON gets an error frame, a flood of frames closes it with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from app.gateway.context import GATEWAY, Gateway
+from app.gateway.hub import Subscriber, encode
+from app.gateway.metrics import CONNECTIONS, CONNECTS
+from app.gateway.rest import error
+from app.gateway.security import client_address, origin_allowed, valid_auction_id
+from app.gateway.timers import Unavailable
+
+MAX_FRAME_BYTES = 4096
+HEARTBEAT_S = 20.0
+MAX_FRAMES_PER_S = 20
+POLICY_VIOLATION = 1008
+
+
+async def updates(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    auction_id = request.match_info["auction_id"]
+    if not valid_auction_id(auction_id):
+        CONNECTS.labels("bad_id").inc()
+        return error(400, "bad_request", "auction_id must be 1-64 of [A-Za-z0-9_-]")
+    if not origin_allowed(request, gw.settings.allowed_origins):
+        CONNECTS.labels("forbidden_origin").inc()
+        return error(403, "forbidden_origin", "this Origin may not open WebSockets here")
+    address = client_address(request)
+    if not gw.connections.acquire(address):
+        CONNECTS.labels("over_capacity").inc()
+        return error(429, "too_many_connections", "too many WebSockets from this address", **{"Retry-After": "5"})
+    try:
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES, compress=False, timeout=5.0)
+        await ws.prepare(request)
+        CONNECTS.labels("accepted").inc()
+        CONNECTIONS.inc()
+        try:
+            await serve(gw, ws, auction_id)
+        finally:
+            CONNECTIONS.dec()
+        return ws
+    finally:
+        gw.connections.release(address)
+
+
+async def snapshot(gw: Gateway, auction_id: str, seq: int) -> dict[str, Any]:
+    try:
+        view = await gw.timers.read(auction_id)
+        state = gw.timers.present(view, gw.tick_interval_ms) if view else None
+    except Unavailable:
+        state = None
+    return {
+        "type": "snapshot",
+        "seq": seq,
+        "auction_id": auction_id,
+        "state": state,
+        "feed": "live" if gw.feed.up else "interrupted",
+        "server_time_ms": gw.clock(),
+        "tick_interval_ms": gw.tick_interval_ms,
+    }
+
+
+async def serve(gw: Gateway, ws: web.WebSocketResponse, auction_id: str) -> None:
+    sub = Subscriber(ws, auction_id, gw.settings.ws_send_queue, gw.clock)
+    channel = gw.hub.subscribe(sub)
+    writer: asyncio.Task[None] | None = None
+    try:
+        # Subscribed first, so nothing published while Redis is read is missed; the snapshot
+        # (the newest of Redis and memory) covers every message numbered up to its seq.
+        first = await snapshot(gw, auction_id, 0)
+        first["seq"] = channel.seq
+        await ws.send_str(encode(first))
+        writer = asyncio.create_task(sub.write(after_seq=first["seq"]))
+        await read_client(gw, ws)
+    finally:
+        gw.hub.unsubscribe(sub)
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await writer
+
+
+async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:
+    window_start, frames = time.monotonic(), 0
+    async for msg in ws:
+        now = time.monotonic()
+        if now - window_start >= 1.0:
+            window_start, frames = now, 0
+        frames += 1
+        if frames > MAX_FRAMES_PER_S:
+            await ws.close(code=POLICY_VIOLATION, message=b"too many frames")
+            return
+        if msg.type != WSMsgType.TEXT:
+            await ws.send_str(encode({"type": "error", "code": "text_only", "message": "send JSON text frames"}))
+            continue
+        await ws.send_str(encode(answer(gw, msg.data)))
+
+
+def answer(gw: Gateway, text: str) -> dict[str, Any]:
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"type": "error", "code": "bad_json", "message": "frames must be JSON objects"}
+    if not isinstance(message, dict):
+        return {"type": "error", "code": "bad_json", "message": "frames must be JSON objects"}
+    if message.get("type") == "ping":
+        client_time = message.get("client_time_ms")
+        if not isinstance(client_time, (int, float)) or isinstance(client_time, bool):
+            return {"type": "error", "code": "bad_ping", "message": "ping needs a numeric client_time_ms"}
+        return {"type": "pong", "client_time_ms": client_time, "server_time_ms": gw.clock()}
+    return {"type": "error", "code": "unknown_type", "message": "clients may send: ping"}

@@ -1,0 +1,92 @@
+"""The gateway end to end: real Kafka, Redis, worker and gateway processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from streams import events as ev
+from tests.support.contracts import check_asyncapi
+from tests.support.events import now_ms, record
+from tests.support.gateway import Recorder
+from tests.support.kafka import kafka_io, produce
+from tests.support.stack import Stack
+from tests.support.waiting import eventually
+
+POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
+
+
+def ws_url(base: str, auction_id: str) -> str:
+    return base.replace("http", "ws") + f"/auctions/{auction_id}/updates"
+
+
+def assert_numbered(messages: list[dict]) -> None:
+    """Updates after the snapshot are numbered snapshot.seq + 1, + 2, ... with no gap."""
+    snapshot, *updates = messages
+    assert snapshot["type"] == "snapshot"
+    seqs = [m["seq"] for m in updates if "seq" in m]
+    assert seqs == list(range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(seqs)))
+
+
+async def test_registration_ticks_extension_and_completion_reach_the_socket(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    async with aiohttp.ClientSession() as session, kafka_io(stack.kafka.bootstrap) as (producer, _):
+        socket = Recorder(await session.ws_connect(ws_url(base, "e2e-1"))).start()
+        snapshot = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("snapshot")), 10, "the snapshot")
+        assert snapshot[0]["state"] is None  # not registered yet; the socket stays open for it
+        start = now_ms()
+        await produce(producer, record(ev.AuctionStarted("e2e-1", start, start + 5_000, POLICY, "maker-1")))
+        await eventually(lambda: asyncio.sleep(0, result=len(socket.of_type("tick")) >= 2), 60, "ticks")
+        placed = start + 3_500
+
+        async def in_window() -> bool:
+            return now_ms() >= placed
+
+        await eventually(in_window, 10, "the soft-close window")
+        await produce(producer, record(ev.BidPlaced("e2e-1", "b-1", "bidder-1", "10", placed)))
+        [extended] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("extended")), 10, "extended")
+        assert extended["ends_at_ms"] == placed + 3_000
+        [completed] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("completed")), 15, "completed")
+        assert completed["status"] == "ended" and completed["version"] == 3
+        assert 0 <= completed["ended_at_ms"] - (placed + 3_000) <= 1_000
+        await socket.stop()
+
+    assert_numbered(socket.messages)
+    check_asyncapi("WsSnapshot", socket.messages[0])
+    for message in socket.messages[1:]:
+        check_asyncapi("WsUpdate", message)
+    versions = [m["version"] for m in socket.messages[1:]]
+    assert versions == sorted(versions)  # never backwards
+
+
+async def test_a_thousand_subscribers_get_every_tick_in_order(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway(AUCTION_TIMER_WS_MAX_PER_ADDRESS="2000", AUCTION_TIMER_WS_SEND_QUEUE="256")
+    start = now_ms()
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        await produce(producer, record(ev.AuctionStarted("crowd-1", start, start + 600_000, POLICY, "maker-1")))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        sockets = []
+        for _ in range(10):  # in waves of 100, as a crowd arrives
+            sockets += await asyncio.gather(*(session.ws_connect(ws_url(base, "crowd-1")) for _ in range(100)))
+        recorders = [Recorder(ws).start() for ws in sockets]
+
+        async def everyone_has_five_ticks() -> bool:
+            return all(len(r.of_type("tick")) >= 5 for r in recorders)
+
+        await eventually(everyone_has_five_ticks, 60, "five ticks on every one of 1,000 sockets")
+        await asyncio.gather(*(r.stop() for r in recorders))
+    for r in recorders:
+        assert_numbered(r.messages)
+        ticks = [m["server_time_ms"] for m in r.of_type("tick")]
+        assert ticks == sorted(ticks)
+    # Everyone saw the same ticks: the ones published after the last socket subscribed.
+    latest_first = max(r.of_type("tick")[0]["server_time_ms"] for r in recorders)
+    common = [
+        set(m["server_time_ms"] for m in r.of_type("tick") if m["server_time_ms"] >= latest_first) for r in recorders
+    ]
+    assert all(c == common[0] for c in common)
+    assert len(common[0]) >= 1
