@@ -60,9 +60,27 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from app.client.watch import watch
+
+    base = args.url or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    try:
+        return asyncio.run(watch(base, args.auction_id))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from app.replay_cmd import run
+
+    return asyncio.run(run(settings, args))
+
+
 COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
     "gateway": (cmd_gateway, "serve REST, WebSocket updates and the countdown page"),
     "worker": (cmd_worker, "run a Faust worker: fold the input topics, schedule deadlines and ticks"),
+    "replay": (cmd_replay, "rebuild timelines or the projection from the topics, or verify the live state"),
+    "watch": (cmd_watch, "show one auction's live countdown in the terminal until it ends"),
     "settings": (cmd_settings, "list every AUCTION_TIMER_* variable with its default"),
 }
 
@@ -77,6 +95,13 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == "worker":
             p.add_argument("--local-metrics", action="store_true", help="serve /metrics on 127.0.0.1 only")
+        if name == "replay":
+            from app.replay_cmd import add_arguments
+
+            add_arguments(p)
+        if name == "watch":
+            p.add_argument("auction_id", help="the auction to follow")
+            p.add_argument("--url", help="gateway base URL (default: from AUCTION_TIMER_GATEWAY_HOST/PORT)")
     return top
 
 

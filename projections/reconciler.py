@@ -20,7 +20,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from projections.metrics import CORRECTIONS, RECONCILE_PASSES
-from projections.store import Projected, ProjectionStore
+from projections.store import Projected, ProjectionStore, belongs_in_redis
 from streams import outputs
 from streams.effects import Audited
 from streams.state import TimerState
@@ -93,9 +93,7 @@ class Reconciler:
         self._wake.set()
 
     def _keep(self, state: TimerState, now: int) -> bool:
-        """Live timers, and ended ones whose hash Redis should still hold."""
-        ended = state.ended_at_ms or state.updated_at_ms
-        return state.live or now - ended < self.store.ended_ttl_s * 1000
+        return belongs_in_redis(state, now, self.store.ended_ttl_s)
 
     def on_change(self, state: TimerState) -> None:
         self.tracked[state.auction_id] = state

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from projections.keys import Keys
+from streams.state import TimerState
 
 Mode = Literal["newer", "repair"]
 CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
@@ -61,6 +62,12 @@ class Projected:
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Projected:
         return cls({name: data.get(name) for name in FIELDS})
+
+
+def belongs_in_redis(state: TimerState, now_ms: int, ended_ttl_s: int) -> bool:
+    """Live timers, and ended ones whose hash has not expired yet."""
+    ended = state.ended_at_ms or state.updated_at_ms
+    return state.live or now_ms - ended < ended_ttl_s * 1000
 
 
 def parse_hash(raw: Mapping[Any, Any]) -> dict[str, Any] | None:

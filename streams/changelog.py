@@ -7,21 +7,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
 from streams.state import TimerState, decode_state
+from streams.topic_admin import partition_counts
 
 
 async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> dict[str, TimerState]:
     """The table as its changelog holds it now: the last value per key, tombstones removed."""
+    name = topics.changelog_topic(app_id)
+    count = (await partition_counts(bootstrap, [name])).get(name, 0)
+    if not count:
+        return {}
+    tps = [TopicPartition(name, p) for p in range(count)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        name = topics.changelog_topic(app_id)
-        partitions = consumer.partitions_for_topic(name) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(name) or set()
-        tps = [TopicPartition(name, p) for p in sorted(partitions)]
-        if not tps:
-            return {}
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -52,6 +52,7 @@ class Outcome:
     records: list[outputs.Record] = field(default_factory=list)
     changes: list[fx.TimerChanged] = field(default_factory=list)
     reconcile: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # DLQ reasons
 
 
 @dataclass
@@ -111,7 +112,9 @@ class TimerProcessor:
             elif isinstance(effect, fx.Tracked):
                 out.records.append(outputs.analytics(effect, now))
             elif isinstance(effect, fx.Rejected):
-                out.records.extend(self._reject(msg, effect.reason, effect.detail, None, traceparent).records)
+                rejection = self._reject(msg, effect.reason, effect.detail, None, traceparent)
+                out.records += rejection.records
+                out.rejected += rejection.rejected
             else:
                 out.reconcile.append(effect.auction_id)
         return out
@@ -128,7 +131,7 @@ class TimerProcessor:
             reason=reason, detail=detail, field=field_name, topic=msg.topic, partition=msg.partition, offset=msg.offset,
             key=msg.key, value=msg.value, traceparent=traceparent, now_ms=self.clock(), max_bytes=self.max_event_bytes,
         )  # fmt: skip
-        return Outcome(records=[record])
+        return Outcome(records=[record], rejected=[reason])
 
 
 def log_change(change: fx.TimerChanged) -> None:

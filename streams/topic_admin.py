@@ -46,6 +46,17 @@ async def _described_when_ready(
         await asyncio.sleep(0.2)
 
 
+async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """How many partitions each existing topic of `names` has (missing topics are left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described: list[dict[str, Any]] = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
+
+
 async def ensure_topics(settings: Settings) -> int:
     """Create any missing topic; check the input topics' partition counts (co-partitioning
     with the table depends on it). Returns the replication factor in use."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -24,9 +25,12 @@ def client_address(request: web.Request) -> str:
 
 
 def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
-    """Browsers always send Origin on a WebSocket upgrade; non-browser clients may omit it."""
+    """Browsers always send Origin on a WebSocket upgrade; non-browser clients may omit it.
+    The gateway's own pages (same origin as the request) are always allowed."""
     origin = request.headers.get("Origin")
-    return origin is None or origin.rstrip("/") in allowed
+    if origin is None or origin.rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc == request.host
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The Python countdown client: the algorithm (pure), the connection (async), and `watch`."""

@@ -1,0 +1,138 @@
+"""`auction-timer replay`: timelines, a rebuilt projection, or a verification of the live state,
+all from the Kafka log alone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+import orjson
+import redis.asyncio as aioredis
+
+from app.settings import Settings
+from projections.keys import Keys
+from projections.redis_client import connect
+from projections.store import FIELDS, Projected, ProjectionStore, belongs_in_redis
+from streams.changelog import read_table
+from streams.processor import wall_ms
+from streams.replay import Progress, Replayed, Window, fold, read_inputs
+from streams.state import TimerState
+
+BATCH = 500
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="start", default="earliest", help="earliest (default), an offset, or an ISO time"
+    )
+    parser.add_argument("--to", dest="end", default="latest", help="latest (default) or an ISO time")
+    parser.add_argument("--auction", action="append", help="only this auction (repeatable)")
+    parser.add_argument("--timeline", metavar="FILE", help="write one JSON line per state transition; - for stdout")
+    parser.add_argument("--rebuild-redis", metavar="URL", help="write the replayed projection into this Redis")
+    parser.add_argument("--prefix", default=None, help="key prefix for --rebuild-redis (default: the configured one)")
+    parser.add_argument(
+        "--verify", action="store_true", help="compare with the live table and Redis; exit 1 on a difference"
+    )
+
+
+async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    auctions = set(args.auction) if args.auction else None
+    records, partitions = await read_inputs(
+        settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress()
+    )
+    replayed = fold(records, partitions, settings.max_event_bytes, wall_ms)
+    print(
+        f"replayed {len(records)} events into {len(replayed.states)} auctions, {len(replayed.timeline)} transitions"
+        + (f"; rejected {dict(replayed.rejected)}" if replayed.rejected else ""),
+        file=sys.stderr,
+    )
+    if args.timeline:
+        write_timeline(replayed, args.timeline, out)
+    if args.rebuild_redis:
+        prefix = settings.key_prefix if args.prefix is None else args.prefix
+        client = aioredis.Redis.from_url(args.rebuild_redis, decode_responses=True)
+        try:
+            written = await rebuild(ProjectionStore(client, Keys(prefix), settings.ended_ttl_s), replayed.states)
+        finally:
+            await client.aclose()
+        print(f"rebuilt {written} projection entries under prefix {prefix!r}", file=sys.stderr)
+    if args.verify:
+        differences = await verify(settings, replayed, auctions)
+        for line in differences:
+            print(line, file=out)
+        print(f"verify: {len(differences)} difference(s)", file=sys.stderr)
+        return 1 if differences else 0
+    return 0
+
+
+def write_timeline(replayed: Replayed, path: str, out: TextIO) -> None:
+    lines = b"".join(orjson.dumps(entry) + b"\n" for entry in replayed.timeline)
+    if path == "-":
+        out.write(lines.decode())
+        out.flush()
+    else:
+        with open(path, "wb") as handle:
+            handle.write(lines)
+
+
+async def rebuild(store: ProjectionStore, states: dict[str, TimerState]) -> int:
+    now = wall_ms()
+    wanted = [Projected.of(s.public()) for s in states.values() if belongs_in_redis(s, now, store.ended_ttl_s)]
+    for start in range(0, len(wanted), BATCH):
+        await store.write(wanted[start : start + BATCH], "newer", now)
+    return len(wanted)
+
+
+async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | None) -> list[str]:
+    """Readable differences between the replay and (1) the table's changelog, (2) live Redis."""
+    table = await read_table(settings.kafka_bootstrap, settings.app_id)
+    if auctions is not None:
+        table = {a: s for a, s in table.items() if a in auctions}
+    out = []
+    for auction_id in sorted(set(table) | set(replayed.states)):
+        live, again = table.get(auction_id), replayed.states.get(auction_id)
+        if live != again:
+            out.append(f"table   {auction_id}: {field_diff(as_dict(live), as_dict(again))}")
+    client = connect(settings)
+    try:
+        out += await redis_differences(
+            ProjectionStore(client, Keys(settings.key_prefix), settings.ended_ttl_s), replayed.states
+        )
+    finally:
+        await client.aclose()
+    return out
+
+
+async def redis_differences(store: ProjectionStore, states: dict[str, TimerState]) -> list[str]:
+    now = wall_ms()
+    wanted = {a: s for a, s in states.items() if belongs_in_redis(s, now, store.ended_ttl_s)}
+    out = []
+    ids = sorted(wanted)
+    for start in range(0, len(ids), BATCH):
+        stored = await store.read_many(ids[start : start + BATCH])
+        for auction_id, (fields, score) in stored.items():
+            expected = Projected.of(wanted[auction_id].public()).fields
+            got = {k: fields[k] for k in FIELDS} if fields else None
+            if got != dict(expected):
+                out.append(f"redis   {auction_id}: {field_diff(got, dict(expected))}")
+            in_set = score is not None and int(score) == expected["ends_at_ms"]
+            if wanted[auction_id].live != in_set:
+                out.append(f"redis   {auction_id}: active set score {score}, expected "
+                           f"{expected['ends_at_ms'] if wanted[auction_id].live else 'absent'}")  # fmt: skip
+    return out
+
+
+def as_dict(state: TimerState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {k: getattr(state, k) for k in state.__dataclass_fields__}
+
+
+def field_diff(live: dict[str, Any] | None, replayed: dict[str, Any] | None) -> str:
+    if live is None:
+        return "missing live, present in the replay"
+    if replayed is None:
+        return "present live, missing from the replay"
+    keys = [k for k in replayed if live.get(k) != replayed.get(k)]
+    return ", ".join(f"{k} live={live.get(k)!r} replay={replayed.get(k)!r}" for k in keys)
