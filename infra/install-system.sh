@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the project runs on, only those missing:
-# Java 17 and Maven (Kafka), redis-server (Redis 7), chromium (browser tests).
+# Java 17 and Maven (Kafka), redis-server (Redis 7), chromium (browser tests),
+# prometheus (for promtool, which tests the alert rules).
 # Debian/Ubuntu only; uses sudo when not root.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation)
+command -v promtool >/dev/null || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

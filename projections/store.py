@@ -16,6 +16,7 @@ from streams.state import TimerState
 
 Mode = Literal["newer", "repair"]
 CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
+CHECK_SCRIPT = resources.files("projections").joinpath("check.lua").read_text()
 LIVE = ("scheduled", "running")
 
 # The hash's fields, in order; every one is written on every change.
@@ -89,6 +90,7 @@ class ProjectionStore:
 
     def __post_init__(self) -> None:
         self._cas = self.client.register_script(CAS_SCRIPT)
+        self._check = self.client.register_script(CHECK_SCRIPT)
 
     def _args(self, item: Projected, mode: Mode, now_ms: int) -> list[Any]:
         pairs: list[Any] = []
@@ -119,6 +121,22 @@ class ProjectionStore:
                     raise
                 await self.client.script_load(CAS_SCRIPT)
         raise AssertionError("unreachable")
+
+    async def find_wrong(
+        self, items: Sequence[Projected], tolerance_ms: int
+    ) -> list[tuple[Projected, str, dict[str, Any] | None]]:
+        """The items Redis holds wrongly, why, and what it holds instead (compared in Redis)."""
+        if not items:
+            return []
+        args: list[Any] = [tolerance_ms]
+        for item in items:
+            args += [item.auction_id, item.version, item.ends_at_ms, item.fields["status"], 1 if item.live else 0]
+        keys = [self.keys.timer(item.auction_id) for item in items] + [self.keys.active]
+        wrong = []
+        for index, reason, version, ends_at, status in await self._check(keys=keys, args=args):
+            old = {"version": int(version), "ends_at_ms": int(ends_at), "status": status} if version else None
+            wrong.append((items[int(index) - 1], str(reason), old))
+        return wrong
 
     async def read(self, auction_id: str) -> dict[str, Any] | None:
         return parse_hash(await self.client.hgetall(self.keys.timer(auction_id)))

@@ -29,9 +29,14 @@ Send = Callable[[outputs.Record], Awaitable[object]]
 
 
 class Scheduler:
-    def __init__(self, tick_interval_s: float, send: Send, clock: Callable[[], int] = wall_ms) -> None:
+    """`send_command` carries deadlines (latency-critical); `send_tick` carries ticks (bulk)."""
+
+    def __init__(
+        self, tick_interval_s: float, send_command: Send, send_tick: Send, clock: Callable[[], int] = wall_ms
+    ) -> None:
         self.schedule = Schedule(int(tick_interval_s * 1000))
-        self._send = send
+        self._send_command = send_command
+        self._send_tick = send_tick
         self._clock = clock
         self._wake = asyncio.Event()
         self.owned: set[int] = set()
@@ -42,7 +47,7 @@ class Scheduler:
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
         ACTIVE_TIMERS.set(len(self.schedule))
-        await self._send(outputs.tick(state, seq, now))
+        await self._send_tick(outputs.tick(state, seq, now))
         self._wake.set()
 
     def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
@@ -66,7 +71,8 @@ class Scheduler:
         while True:
             await self._sleep_until_due()
             now = self._clock()
-            for due in self.schedule.pop_due(now):
+            # Deadlines first: a burst of ticks due at the same moment must not delay them.
+            for due in sorted(self.schedule.pop_due(now), key=lambda d: d.kind == "tick"):
                 try:
                     await self._fire(due, now)
                 except Exception:  # a send failure must not stop the loop; the entry re-fires
@@ -85,7 +91,7 @@ class Scheduler:
         state = due.state
         if due.kind == "tick":
             TICK_DELAY.observe(max(0, now - due.due_ms))
-            await self._send(outputs.tick(state, due.seq, now))
+            await self._send_tick(outputs.tick(state, due.seq, now))
             return
         payload: ev.ExpireTimer | ev.StartTimer
         if due.kind == "expire":
@@ -95,5 +101,7 @@ class Scheduler:
         # A random id: two schedulers racing for the same deadline send two distinct commands,
         # and the fold's version check (not the duplicate check) turns the second into a no-op.
         command_id = f"{state.auction_id}:{due.kind}:v{state.version}:{uuid.uuid4().hex[:12]}"
-        await self._send(outputs.input_record(payload, command_id, now, child_traceparent(state.traceparent), SOURCE))
+        await self._send_command(
+            outputs.input_record(payload, command_id, now, child_traceparent(state.traceparent), SOURCE)
+        )
         COMMANDS_SENT.labels(due.kind).inc()

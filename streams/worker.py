@@ -7,10 +7,13 @@ The scheduler follows the table partitions this worker actively owns.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import Gauge
@@ -41,6 +44,35 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 class IdempotentTransport(faust_aiokafka.Transport):
     Producer = IdempotentProducer
+
+
+class TickPublisher:
+    """Ticks go through a producer of their own that batches for a few milliseconds, so
+    thousands of ticks a second neither crowd nor slow the deadline commands and timer
+    events on Faust's producer (which sends at once)."""
+
+    LINGER_MS = 10
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def send(self, record: outputs.Record) -> object:
+        if self._producer is None:
+            async with self._starting:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                        linger_ms=self.LINGER_MS, max_batch_size=256 * 1024,
+                    )  # fmt: skip
+                    await producer.start()
+                    self._producer = producer
+        return await self._producer.send(record.topic, record.value, key=record.key)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
 
 
 class TimerApp(faust.App):
@@ -81,7 +113,8 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
     async def send(record: outputs.Record) -> object:
         return await app.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    scheduler = Scheduler(settings.tick_interval_s, send)
+    ticks = TickPublisher(settings.kafka_bootstrap)
+    scheduler = Scheduler(settings.tick_interval_s, send, ticks.send)
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
     reconciler = Reconciler(store, settings.reconcile_interval_s, send, wall_ms)
 
@@ -111,6 +144,9 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
         states = [decode_state(v) for k, v in table.items() if v and partition_for(k, partitions) in owned]
         scheduler.rebuild(owned, states)
         reconciler.rebuild(states)
+        # The restored table is long-lived: keep it out of the collector's way, so full
+        # collections (which otherwise walk every timer) do not stall deadlines.
+        gc.freeze()
         READY.set(1)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends the revoked set.
@@ -125,7 +161,10 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
     @app.task  # type: ignore[untyped-decorator]
     async def run_scheduler() -> None:
         ACTIVE_TIMERS.set(0)
-        await scheduler.run()
+        try:
+            await scheduler.run()
+        finally:
+            await ticks.close()
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_reconciler() -> None:

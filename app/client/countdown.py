@@ -127,6 +127,8 @@ class Countdown:
 
     def _check(self, server_ms: float, received: float) -> list[Output]:
         drift = self.drift_against(server_ms, received)
+        if self.estimator.ready:
+            self.estimator.add_lower_bound(server_ms, received)
         if drift == 0 or self.offset is None:
             return []
         # Move the estimate just inside the allowed interval (it may already be inside: the

@@ -11,17 +11,33 @@
   const LIVE = new Set(["scheduled", "running"]);
   const now = () => performance.now();
 
+  // Offsets (server time minus performance.now()) each round trip allows: [server - received,
+  // server - sent]; one-way messages give only the lower end. The estimate is the middle of
+  // the intersection, or the narrowest round trip's middle if the samples disagree.
   class ClockEstimator {
-    constructor() { this.samples = []; }
+    constructor() { this.intervals = []; this.lows = []; }
     add(sent, serverMs, received) {
-      this.samples.push([Math.max(0, received - sent), serverMs - (sent + received) / 2]);
-      if (this.samples.length > WINDOW) this.samples.shift();
+      this.intervals.push([serverMs - Math.max(received, sent), serverMs - sent]);
+      if (this.intervals.length > WINDOW) this.intervals.shift();
     }
-    shift(by) { this.samples = this.samples.map(([rtt, off]) => [rtt, off + by]); }
-    get ready() { return this.samples.length > 0; }
-    get best() { return this.samples.reduce((a, b) => (b[0] < a[0] ? b : a)); }
-    get offset() { return this.best[1]; }
-    get worstRtt() { return Math.max(...this.samples.map(([rtt]) => rtt)); }
+    addLowerBound(serverMs, received) {
+      this.lows.push(serverMs - received);
+      if (this.lows.length > WINDOW) this.lows.shift();
+    }
+    shift(by) {
+      this.intervals = this.intervals.map(([lo, hi]) => [lo + by, hi + by]);
+      this.lows = this.lows.map((lo) => lo + by);
+    }
+    get ready() { return this.intervals.length > 0; }
+    get offset() {
+      const low = Math.max(...this.intervals.map(([lo]) => lo), ...this.lows);
+      const high = Math.min(...this.intervals.map(([, hi]) => hi));
+      if (low <= high) return (low + high) / 2;
+      const [lo, hi] = this.intervals.reduce((a, b) => (b[1] - b[0] < a[1] - a[0] ? b : a));
+      return (lo + hi) / 2;
+    }
+    get bestRtt() { return Math.min(...this.intervals.map(([lo, hi]) => hi - lo)); }
+    get worstRtt() { return Math.max(...this.intervals.map(([lo, hi]) => hi - lo)); }
   }
 
   class Countdown {
@@ -58,6 +74,7 @@
       const [low, high] = this.bounds(serverMs, received);
       const shown = this.advance();
       const drift = shown - Math.min(Math.max(shown, low), high);
+      this.estimator.addLowerBound(serverMs, received);
       if (drift === 0) return [];
       const estimate = this.estimator.offset, target = Math.min(Math.max(estimate, low), high);
       this.estimator.shift(target - estimate);
@@ -155,7 +172,7 @@
     if (remaining === null || state === null) return;
     el.textContent = fmt(remaining);
     if (lastDrift === 0 && cd.estimator.ready) {
-      $("drift-badge").textContent = `in sync (±${Math.round(cd.estimator.best[0] / 2)} ms)`;
+      $("drift-badge").textContent = `in sync (±${Math.round(cd.estimator.bestRtt / 2)} ms)`;
       $("drift-badge").setAttribute("aria-label", "Clock drift: none measured");
     }
     const t = now();

@@ -22,6 +22,7 @@ from tests.support.kafka import kafka_io, produce
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
+FLOOD_PACE_S = 0.005  # the flood's pace: ten ticks every 5 ms, about 2,000 a second
 POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
 
 
@@ -79,7 +80,7 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(s
             await producer.send(topics.TICKS, padded.replace(b'"seq":1', f'"seq":{i + 1}'.encode()), key=b"slow-1")
             if i % 10 == 9:
                 await producer.flush()
-                await asyncio.sleep(0.005)  # pacing the load generator: ~2,000 ticks a second
+                await asyncio.sleep(FLOOD_PACE_S)
         await eventually(lambda: asyncio.sleep(0, result=len(healthy.of_type("tick")) >= 4_000), 60, "all ticks")
         rss_after = rss_mb(gateway.pid)
 

@@ -15,6 +15,7 @@ from tests.support.kafka import kafka_io, produce
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
+SAMPLE_EVERY_S = 0.1  # how often the shown time is compared with the truth
 POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
 
 
@@ -70,7 +71,7 @@ async def test_survives_a_gateway_restart_polling_while_it_is_down(stack: Stack)
             remaining = client.remaining_ms()
             if remaining is not None:
                 errors.append(remaining - (ends - now_ms()))
-            await asyncio.sleep(0.1)  # sampling period of the measurement, not synchronisation
+            await asyncio.sleep(SAMPLE_EVERY_S)
 
     follower, meter = asyncio.create_task(follow()), asyncio.create_task(measure())
     try:

@@ -22,6 +22,7 @@ from tests.support.waiting import eventually
 # Window as long as the extension: every bid while the auction runs extends it again.
 LONG = ev.Policy(soft_close_window_ms=900_000, extension_ms=900_000, max_extension_ms=86_400_000)
 APP = "auction-timer"
+BID_PACE_S = 0.05  # the load generator's pace (ten bids every 50 ms), not a synchronisation
 
 
 async def register(
@@ -127,7 +128,7 @@ async def test_sentinel_failover_while_bids_extend(sentinel_stack: Stack, redis_
                 batch = list(ends)[sent % 100 : sent % 100 + 10]
                 await produce(producer, *(record(ev.BidPlaced(a, f"b{sent}-{a}", "u", "1", now_ms())) for a in batch))
                 sent += len(batch)
-                await asyncio.sleep(0.05)  # pacing the load generator, not synchronising
+                await asyncio.sleep(BID_PACE_S)
             return sent
 
         bids = asyncio.create_task(bidder())

@@ -19,6 +19,7 @@ from tests.support.events import T0, envelope, started
 
 AUCTIONS = [f"race-{i}" for i in range(40)]
 TOP = 25
+YIELD = 0
 
 
 def versions_of(base: TimerState, version: int) -> TimerState:
@@ -48,7 +49,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         for version in range(1, TOP + 1):
             items = [Projected.of(versions_of(bases[a], version).public()) for a in AUCTIONS]
             await store.write(items, "newer", T0)
-            await asyncio.sleep(0)
+            await asyncio.sleep(YIELD)  # let the other racers run
         done.set()
 
     corrections = 0
@@ -70,7 +71,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
                 if stored["version"] < seen[auction_id]:
                     regressions.append((auction_id, seen[auction_id], stored["version"]))
                 seen[auction_id] = max(seen[auction_id], stored["version"])
-            await asyncio.sleep(0)
+            await asyncio.sleep(YIELD)  # let the other racers run
 
     await asyncio.wait_for(asyncio.gather(live_projection(), lagging_reconciler(), observer()), 60)
     assert regressions == []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import redis
 from redis.sentinel import Sentinel
 
 from infra.redis_server import MASTER_NAME, RedisSentinelGroup, RedisServer
+from tests.support.waiting import eventually_sync
 
 
 def test_standalone_read_write(redis_server: RedisServer, key_prefix: str) -> None:
@@ -40,14 +40,7 @@ def test_sentinel_failover_promotes_replica(redis_sentinel: RedisSentinelGroup, 
     assert redis_sentinel.current_primary_port() == redis_sentinel.replica.port
     assert took < 30
     # A client that asks Sentinel finds the new primary and can write to it.
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            primary.set(f"{key_prefix}after", "2")
-            break
-        except (redis.ConnectionError, redis.ReadOnlyError, redis.TimeoutError):
-            assert time.monotonic() < deadline, "writes did not resume on the promoted replica"
-            time.sleep(0.1)
+    eventually_sync(lambda: primary.set(f"{key_prefix}after", "2"), 15, "writes to resume on the promoted replica")
     assert primary.get(f"{key_prefix}before") == "1"
     assert primary.get(f"{key_prefix}after") == "2"
     assert sentinel.discover_master(MASTER_NAME)[1] == redis_sentinel.replica.port

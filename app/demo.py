@@ -1,0 +1,142 @@
+"""`auction-timer demo`: Kafka, Redis, a worker and a gateway on this machine, with a synthetic
+auction generator, until Ctrl-C (or --duration). Everything started is stopped on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from app.settings import Settings
+from infra.kafka_server import KafkaCluster
+from infra.ports import free_port
+from infra.process import ServerProcess, wait_until
+from infra.redis_server import RedisServer
+from streams import events as ev
+from streams import outputs
+from streams.processor import wall_ms
+from streams.tracing import new_traceparent
+
+SOURCE = "urn:auction-timer:demo"
+
+
+def service_env(
+    settings: Settings, kafka: KafkaCluster, redis: RedisServer, data_dir: Path, metrics_port: int
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUCTION_TIMER_")}
+    env.update(
+        AUCTION_TIMER_KAFKA_BOOTSTRAP=kafka.bootstrap,
+        AUCTION_TIMER_REDIS_URL=redis.url,
+        AUCTION_TIMER_GATEWAY_HOST=settings.gateway_host,
+        AUCTION_TIMER_GATEWAY_PORT=str(settings.gateway_port),
+        AUCTION_TIMER_TICK_INTERVAL_S=str(settings.tick_interval_s),
+        AUCTION_TIMER_DATA_DIR=str(data_dir),
+        AUCTION_TIMER_LOG_LEVEL="WARNING",
+        AUCTION_TIMER_WORKER_METRICS_PORT=str(metrics_port),
+    )
+    return env
+
+
+async def generate(bootstrap: str, base_url: str, stop: asyncio.Event, rng: random.Random) -> None:
+    """New auctions every few seconds; bids, some in the soft-close window; now and then a cancel."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    live: dict[str, int] = {}
+    try:
+        while not stop.is_set():
+            now = wall_ms()
+            if len(live) < 12 and rng.random() < 0.5:
+                auction_id = f"demo-{uuid.uuid4().hex[:6]}"
+                ends = now + rng.randint(30, 150) * 1000
+                policy = ev.Policy(soft_close_window_ms=15_000, extension_ms=10_000, max_extension_ms=120_000)
+                await send(
+                    producer, ev.AuctionStarted(auction_id, now, ends, policy, f"maker-{rng.randint(1, 9)}"), now
+                )
+                live[auction_id] = ends
+                print(f"  new auction {auction_id}: {base_url}/auctions/{auction_id}", flush=True)
+            for auction_id, ends in list(live.items()):
+                if ends < now:
+                    del live[auction_id]
+                elif rng.random() < 0.15:
+                    bid = ev.BidPlaced(auction_id, uuid.uuid4().hex[:8], f"bidder-{rng.randint(1, 50)}",
+                                       f"{rng.randint(10, 900)}.00", now)  # fmt: skip
+                    await send(producer, bid, now)
+                elif rng.random() < 0.002:
+                    await send(producer, ev.AuctionCancelled(auction_id, "withdrawn by the maker", "demo"), now)
+                    del live[auction_id]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        await producer.stop()
+
+
+async def send(producer: AIOKafkaProducer, payload: ev.Payload, now: int) -> None:
+    record = outputs.input_record(payload, uuid.uuid4().hex, now, new_traceparent(), SOURCE)
+    await producer.send_and_wait(record.topic, record.value, key=record.key)
+
+
+def run(settings: Settings, duration_s: float | None) -> int:
+    root = settings.data_dir.resolve() / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+    kafka = KafkaCluster(root / "kafka", size=1)
+    redis = RedisServer(root / "redis")
+    services: list[ServerProcess] = []
+    host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
+    base_url = f"http://{host}:{settings.gateway_port}"
+    try:
+        print("starting Kafka (KRaft, one node) and Redis (AOF) ...", flush=True)
+        kafka.start()
+        redis.start()
+        metrics_port = free_port()
+        env = service_env(settings, kafka, redis, root / "services", metrics_port)
+        for name in ("worker", "gateway"):
+            proc = ServerProcess(name, [sys.executable, "-m", "app.cli", name], root / f"{name}.log", env=env)
+            proc.start()
+            services.append(proc)
+        wait_until(lambda: _answers(base_url), 60, f"the gateway at {base_url}", alive=services[-1].running)
+        print(
+            f"\nrunning:\n  Kafka     {kafka.bootstrap}  (log {kafka.nodes[0].data_dir / 'server.log'})\n"
+            f"  Redis     {redis.url}  (AOF in {redis.data_dir})\n"
+            f"  worker    pid {services[0].pid}, metrics http://127.0.0.1:{metrics_port}/metrics"
+            f"  (log {services[0].log_path})\n"
+            f"  gateway   {base_url}  pid {services[1].pid}  (log {services[1].log_path})\n"
+            f"  metrics   {base_url}/metrics\n\nsynthetic auctions (open one in a browser; Ctrl-C stops everything):",
+            flush=True,
+        )
+        asyncio.run(_generate_until_stopped(kafka.bootstrap, base_url, duration_s))
+        return 0
+    finally:
+        print("\nstopping ...", flush=True)
+        for proc in reversed(services):
+            proc.stop()
+        redis.stop()
+        kafka.stop()
+        print("stopped.", flush=True)
+
+
+def _answers(base_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def _generate_until_stopped(bootstrap: str, base_url: str, duration_s: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration_s is not None:
+        loop.call_later(duration_s, stop.set)
+    await generate(bootstrap, base_url, stop, random.Random())

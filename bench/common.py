@@ -1,0 +1,70 @@
+"""Shared pieces of the benchmarks: servers on free ports, percentiles, result files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from infra.kafka_server import KafkaCluster
+from infra.redis_server import RedisServer
+from tests.support.stack import Stack
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50": percentile(values, 0.50),
+        "p99": percentile(values, 0.99),
+        "max": max(values) if values else float("nan"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write(name: str, figures: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **figures}, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    return path
+
+
+@contextlib.contextmanager
+def stack(**overrides: str) -> Iterator[Stack]:
+    """Kafka and Redis on free ports, and a Stack to start the service's processes in."""
+    work = Path(tempfile.mkdtemp(prefix="auction-bench-"))
+    kafka = KafkaCluster(work / "kafka")
+    redis = RedisServer(work / "redis")
+    kafka.start()
+    redis.start()
+    s = Stack(kafka, redis, work, f"bench:{uuid.uuid4().hex[:6]}:", overrides=dict(overrides))
+    try:
+        yield s
+    finally:
+        s.stop_all()
+        redis.stop()
+        kafka.stop()

@@ -1,0 +1,155 @@
+"""Recovery: a worker killed with -9 while 1,000 auctions are live (200 end during the
+outage), and a Redis primary lost under Sentinel. Counts lost and repeated completions."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio.sentinel import Sentinel
+
+from bench.common import write
+from infra.kafka_server import KafkaCluster
+from infra.redis_server import MASTER_NAME, RedisSentinelGroup
+from projections.keys import Keys
+from streams import events as ev
+from streams import outputs, topics
+from streams.processor import wall_ms
+from streams.tracing import new_traceparent
+from tests.support.projection import table_and_mismatches
+from tests.support.stack import Stack
+from tests.support.waiting import eventually
+
+AUCTIONS, DURING_OUTAGE = 1_000, 200
+POLICY = ev.Policy(soft_close_window_ms=1_000, extension_ms=1_000, max_extension_ms=10_000)
+
+
+async def register(bootstrap: str, ends: dict[str, int]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for auction_id, end in ends.items():
+            rec = outputs.input_record(ev.AuctionStarted(auction_id, wall_ms(), end, POLICY, "m"), auction_id,
+                                       wall_ms(), new_traceparent(), "bench")  # fmt: skip
+            await producer.send(rec.topic, rec.value, key=rec.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def follow(
+    consumer: AIOKafkaConsumer, seen: dict[str, list[dict]], until: Callable[[], bool], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        for records in (await consumer.getmany(timeout_ms=200)).values():
+            for r in records:
+                data = orjson.loads(r.value)["data"]
+                seen.setdefault(data["kind"], []).append(data)
+
+
+async def worker_kill(s: Stack) -> dict[str, object]:
+    s.start_worker("w", AUCTION_TIMER_WORKER_ID="bench-worker")
+    consumer = AIOKafkaConsumer(topics.TIMER_EVENTS, bootstrap_servers=s.kafka.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: dict[str, list[dict]] = {}
+    try:
+        base = wall_ms() + 20_000
+        ends = {f"k-{i}": base + (3_000 + 10 * i if i < DURING_OUTAGE else 40_000 + 20 * i) for i in range(AUCTIONS)}
+        await register(s.kafka.bootstrap, ends)
+        await follow(consumer, seen, lambda: len(seen.get("registered", [])) >= AUCTIONS, 120)
+        s.processes[-1].kill()
+        outage_over = base + 3_000 + 10 * DURING_OUTAGE + 2_000
+        await eventually(
+            lambda: asyncio.sleep(0, result=wall_ms() > outage_over), 120, "the outage's deadlines to pass"
+        )
+        restarted = wall_ms()
+        s.start_worker("w", AUCTION_TIMER_WORKER_ID="bench-worker")
+        await follow(consumer, seen, lambda: len({d["auction_id"] for d in seen.get("completed", [])}) >= AUCTIONS, 180)
+    finally:
+        await consumer.stop()
+    done = seen.get("completed", [])
+    overdue = [d["server_time_ms"] for d in done if int(d["auction_id"][2:]) < DURING_OUTAGE]
+    on_time = [d["server_time_ms"] - ends[d["auction_id"]] for d in done if int(d["auction_id"][2:]) >= DURING_OUTAGE]
+    distinct = {d["auction_id"] for d in done}
+    return {
+        "auctions": AUCTIONS,
+        "ended_during_outage": DURING_OUTAGE,
+        "first_overdue_completion_after_restart_ms": min(overdue) - restarted if overdue else None,
+        "all_overdue_completed_after_restart_ms": max(overdue) - restarted if overdue else None,
+        "lateness_after_recovery_max_ms": max(on_time) if on_time else None,
+        "lost_completions": AUCTIONS - len(distinct),
+        "double_completions": sum(1 for a in distinct if len({d["version"] for d in done if d["auction_id"] == a}) > 1),
+        "repeated_completion_records": len(done) - len(distinct),
+    }
+
+
+async def redis_failover(kafka: KafkaCluster, group: RedisSentinelGroup, work: Path) -> dict[str, object]:
+    prefix = f"bench:{uuid.uuid4().hex[:6]}:"
+    s = Stack(kafka, None, work / "fo", prefix, overrides={
+        "AUCTION_TIMER_REDIS_SENTINELS": group.sentinel_addresses, "AUCTION_TIMER_REDIS_SENTINEL_MASTER": MASTER_NAME,
+        "AUCTION_TIMER_REDIS_PASSWORD": "bench", "AUCTION_TIMER_RECONCILE_INTERVAL_S": "1",
+        "AUCTION_TIMER_APP_ID": "bench-fo", "AUCTION_TIMER_LOG_LEVEL": "WARNING"})  # fmt: skip
+    try:
+        s.start_worker()
+        ends = {f"fo-{i}": wall_ms() + 3_600_000 for i in range(AUCTIONS)}
+        await register(kafka.bootstrap, ends)
+        client = Sentinel([("127.0.0.1", p) for p in group.sentinel_ports], socket_timeout=1).master_for(
+            MASTER_NAME, password="bench", decode_responses=True, socket_timeout=1
+        )
+        keys = Keys(prefix)
+
+        async def whole() -> bool:
+            try:
+                table, problems = await table_and_mismatches(kafka.bootstrap, "bench-fo", client, keys, "fo-")
+            except Exception:  # noqa: BLE001 - Redis is failing over
+                return False
+            return len(table) == AUCTIONS and not problems
+
+        await eventually(whole, 120, "the first full projection", interval=0.2)
+        old = group.current_primary_port()
+        group.kill_primary()
+        killed = time.monotonic()
+        await asyncio.to_thread(group.wait_failover, old)
+        promoted = time.monotonic()
+        await eventually(whole, 60, "the projection to be whole again", interval=0.05)
+        repaired = time.monotonic()
+        await client.aclose()
+        return {
+            "auctions": AUCTIONS,
+            "promotion_after_kill_ms": round((promoted - killed) * 1000),
+            "projection_whole_after_promotion_ms": round((repaired - promoted) * 1000),
+        }
+    finally:
+        s.stop_all()
+
+
+def main() -> dict[str, object]:
+    """Servers start outside the event loop (their readiness probes run loops of their own)."""
+    work = Path(tempfile.mkdtemp(prefix="auction-bench-recovery-"))
+    kafka = KafkaCluster(work / "kafka")
+    kafka.start()
+    group = RedisSentinelGroup(work / "sentinel", password="bench")
+    try:
+        quiet = {"AUCTION_TIMER_LOG_LEVEL": "WARNING", "AUCTION_TIMER_REDIS_URL": "redis://127.0.0.1:1/0"}
+        s = Stack(kafka, None, work / "kill", f"bench:{uuid.uuid4().hex[:6]}:", overrides=quiet)
+        try:
+            kill = asyncio.run(worker_kill(s))
+        finally:
+            s.stop_all()
+        group.start()
+        failover = asyncio.run(redis_failover(kafka, group, work))
+    finally:
+        group.stop()
+        kafka.stop()
+    return {"worker_kill_9": kill, "redis_primary_loss": failover}
+
+
+if __name__ == "__main__":
+    write("recovery", main())
