@@ -54,6 +54,7 @@ lock:
 	rm -rf /tmp/auction-timer-lock && $(PYTHON) -m venv /tmp/auction-timer-lock
 	/tmp/auction-timer-lock/bin/pip install -q '.[dev]'
 	/tmp/auction-timer-lock/bin/pip freeze --exclude auction-timer > constraints.txt
+	rm -rf build *.egg-info
 
 clean:
 	rm -rf $(VENV) infra/kafka/target .data .pytest_cache .mypy_cache .ruff_cache

@@ -83,15 +83,29 @@ def timer_event(change: TimerChanged, now_ms: int) -> Record:
     return Record(topics.TIMER_EVENTS, state.auction_id.encode(), value)
 
 
-def tick_data(state: TimerState, seq: int, now_ms: int) -> dict[str, Any]:
-    """The whole authoritative state a client needs, with the server's clock."""
-    return {**state.public(), "seq": seq, "remaining_ms": state.remaining_ms(now_ms), "server_time_ms": now_ms}
+@dataclass(frozen=True, slots=True)
+class TimerTick:
+    """auctions.timer.ticks: the whole authoritative state a client needs, with the server's clock."""
+
+    state: TimerState
+    seq: int
+    server_time_ms: int
+
+    def data(self) -> dict[str, Any]:
+        remaining = self.state.remaining_ms(self.server_time_ms)
+        return {
+            **self.state.public(),
+            "seq": self.seq,
+            "remaining_ms": remaining,
+            "server_time_ms": self.server_time_ms,
+        }
 
 
 def tick(state: TimerState, seq: int, now_ms: int) -> Record:
+    event = TimerTick(state, seq, now_ms)
     value = cloudevent(
         f"{state.auction_id}:v{state.version}:t{now_ms}", TICK_TYPE, now_ms, child_traceparent(state.traceparent),
-        tick_data(state, seq, now_ms),
+        event.data(),
     )  # fmt: skip
     return Record(topics.TICKS, state.auction_id.encode(), value)
 
@@ -127,6 +141,24 @@ def analytics(tracked: Tracked, now_ms: int) -> Record:
     return Record(topics.ANALYTICS, tracked.auction_id.encode(), orjson.dumps(doc))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """auctions.timer.dlq: an input that could not be applied, why, and where it came from."""
+
+    reason: str
+    detail: str
+    field: str | None
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None  # the original as text, when it was UTF-8
+    value_base64: str | None  # otherwise base64
+    truncated: bool
+    trace_id: str
+    received_at_ms: int
+
+
 def dead_letter(
     *,
     reason: str,
@@ -148,22 +180,22 @@ def dead_letter(
         encoded = None
     except UnicodeDecodeError:
         text, encoded = None, base64.b64encode(original).decode()
-    data = {
-        "reason": reason,
-        "detail": detail,
-        "field": field,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "key": key.decode(errors="replace") if key is not None else None,
-        "value": text,
-        "value_base64": encoded,
-        "truncated": value is not None and len(value) > max_bytes,
-        "trace_id": traceparent[3:35],
-        "received_at_ms": now_ms,
-    }
+    letter = DeadLetter(
+        reason=reason,
+        detail=detail,
+        field=field,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode(errors="replace") if key is not None else None,
+        value=text,
+        value_base64=encoded,
+        truncated=value is not None and len(value) > max_bytes,
+        trace_id=traceparent[3:35],
+        received_at_ms=now_ms,
+    )
     dlq_key = key if key is not None else f"{topic}:{partition}".encode()
-    value_out = cloudevent(f"{topic}:{partition}:{offset}", DLQ_TYPE, now_ms, traceparent, data)
+    value_out = cloudevent(f"{topic}:{partition}:{offset}", DLQ_TYPE, now_ms, traceparent, asdict(letter))
     return Record(topics.DLQ, dlq_key, value_out)
 
 

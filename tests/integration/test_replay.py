@@ -89,6 +89,8 @@ async def live_run(
 
             await eventually(settled, 30, "the table and the projection to settle")
             await client.aclose()
+        # The run is over: stop the worker, so its reconciler cannot repair what a test alters.
+        stack.stop_all()
         yield LiveRun(stack, bid_ids)
     finally:
         stack.stop_all()

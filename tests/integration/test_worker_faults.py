@@ -6,9 +6,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import orjson
 
+from infra.kafka_server import KafkaCluster
+from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import topics
 from tests.support.events import now_ms, record
@@ -121,3 +124,29 @@ async def test_hundred_concurrent_auctions_complete_within_five_seconds(stack: S
             f"({time.monotonic() - started:.1f}s wall)"
         )
         assert values[-1] <= 5_000
+
+
+async def test_a_broker_dies_under_the_worker_and_nothing_is_lost(
+    kafka3: KafkaCluster, redis_server: RedisServer, tmp_path: Path, key_prefix: str
+) -> None:
+    """Three brokers, RF=3 with min.insync.replicas=2 (the worker picks them itself):
+    one broker is killed mid-run; every auction still completes exactly once."""
+    stack = Stack(kafka3, redis_server, tmp_path, key_prefix)
+    try:
+        stack.start_worker()
+        async with kafka_io(kafka3.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
+            base = now_ms() + 8_000
+            ends = {f"rf3-{i}": base + 400 * i for i in range(30)}
+            await produce(
+                producer, *(record(ev.AuctionStarted(a, base - 8_000, e, POLICY, "m")) for a, e in ends.items())
+            )
+            await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 90, count=30)
+            await wait_all_completed(watch, dict(list(ends.items())[:3]), 60)
+            victim = kafka3.nodes[1]
+            assert victim.process is not None
+            victim.process.kill()
+            await wait_all_completed(watch, ends, 120)
+            lateness = assert_each_completed_once(watch, ends)
+            print(f"broker killed mid-run: max lateness {max(lateness.values())} ms")
+    finally:
+        stack.stop_all()

@@ -9,11 +9,12 @@ import orjson
 
 from streams import events as ev
 from streams import topics
+from tests.support.contracts import check_asyncapi
 from tests.support.events import now_ms, raw_event, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.stack import Stack
 
-WATCH = (topics.TIMER_EVENTS, topics.TICKS, topics.AUDIT, topics.ANALYTICS, topics.DLQ)
+WATCH = (topics.TIMER_EVENTS, topics.TICKS, topics.AUDIT, topics.ANALYTICS, topics.DLQ, topics.COMMANDS)
 POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
 
 
@@ -64,6 +65,18 @@ async def test_lifecycle_ticks_extension_and_completion(stack: Stack) -> None:
         print(f"completion lateness after extension: {lateness} ms")
         # No completion for the original end: exactly one ending.
         assert len(watch.docs(topics.TIMER_EVENTS, of("life-1", "completed"))) == 1
+
+        # Everything published matches docs/asyncapi.yaml.
+        [expire, *_] = watch.docs(topics.COMMANDS, lambda d: d["type"] == "com.marketplace.timer.expire")
+        check_asyncapi("ExpireTimer", expire)
+        for doc in (registered, extended, completed):
+            check_asyncapi("TimerEvent", doc)
+        for doc in ticks:
+            check_asyncapi("TimerTick", doc)
+        for doc in watch.docs(topics.AUDIT, of("life-1")):
+            check_asyncapi("AuditEntry", doc)
+        for doc in watch.docs(topics.ANALYTICS):
+            check_asyncapi("SegmentTrack", doc)
 
 
 async def test_duplicates_are_no_ops_and_cancel_ends_the_timer(stack: Stack) -> None:
@@ -117,5 +130,7 @@ async def test_bad_input_is_dead_lettered_while_valid_events_flow(stack: Stack) 
         assert by_key["big-1"]["reason"] == "oversized" and by_key["big-1"]["truncated"] is True
         assert by_key["ghost-1"]["reason"] == "unknown_auction"
         assert orjson.loads(by_key["cap-1"]["value"])["data"]["auction_id"] == "cap-1"
+        for doc in dead:
+            check_asyncapi("DeadLetter", doc)
         await watch.wait_for(topics.TIMER_EVENTS, of("good-1", "registered"), timeout=10)
         assert stack.processes[0].running()
