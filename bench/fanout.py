@@ -2,7 +2,9 @@
 
 Ticks go into Kafka once a second (stamped with the current time); subscribers in two
 separate client processes record when each arrives. Delivery latency is therefore
-Kafka + gateway + socket, end to end. The gateway's loop lag comes from its own histogram."""
+Kafka + gateway + socket + the client's own parsing, end to end, with the clients, the
+gateway and Kafka sharing this machine's cores. The gateway's own view (tick server time
+to its last socket write) and its loop lag come from its histograms."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def run_phase(base: str, bootstrap: str, subscribers: int) -> dict[str, Any]:
         latencies += result["latencies"]
         gaps += result["gaps"]
     after = scrape(f"{base}/metrics")
-    lag_delta = {k: after[k] - before.get(k, 0.0) for k in after if k.startswith("auctions_gateway_loop_lag_ms")}
+    delta = {k: after[k] - before.get(k, 0.0) for k in after if k.startswith("auctions_gateway_")}
     return {
         "subscribers": subscribers,
         "ticks_sent": ticks,
@@ -69,7 +71,9 @@ def run_phase(base: str, bootstrap: str, subscribers: int) -> dict[str, Any]:
         "expected_deliveries": ticks * subscribers,
         "sequence_gaps": gaps,
         "delivery_latency_ms": summary(latencies),
-        "gateway_loop_lag_p99_ms_bucket": histogram_quantile(lag_delta, "auctions_gateway_loop_lag_ms", 0.99),
+        # Tick server time to the last socket write, measured by the gateway (bucket bound).
+        "gateway_fanout_p99_ms_bucket": histogram_quantile(delta, "auctions_gateway_fanout_latency_ms", 0.99),
+        "gateway_loop_lag_p99_ms_bucket": histogram_quantile(delta, "auctions_gateway_loop_lag_ms", 0.99),
     }
 
 

@@ -21,6 +21,7 @@ from streams.processor import wall_ms
 from streams.tracing import new_traceparent
 
 BIDS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+EVERY_NTH_EXTENDS = int(sys.argv[2]) if len(sys.argv) > 2 else 20  # 20: 5% of bids extend
 ORDINARY, HOT = 1_000, 50
 
 
@@ -36,7 +37,7 @@ async def produce_all(bootstrap: str) -> None:
         for i in range(HOT):
             await send(producer, ev.AuctionStarted(f"hot-{i}", now, now + 600_000, hot, "m"), now)
         for n in range(BIDS):
-            auction = f"hot-{n % HOT}" if n % 20 == 0 else f"quiet-{n % ORDINARY}"
+            auction = f"hot-{n % HOT}" if EVERY_NTH_EXTENDS and n % EVERY_NTH_EXTENDS == 0 else f"quiet-{n % ORDINARY}"
             await send(producer, ev.BidPlaced(auction, f"b{n}", f"u{n % 977}", "10.00", now + n // 100), now)
         await producer.flush()
     finally:
@@ -71,16 +72,16 @@ def main() -> dict[str, object]:
             samples.append((time.monotonic(), folded))
             if folded >= BIDS:
                 break
-            time.sleep(0.25)  # sampling period of the measurement
+            time.sleep(1.0)  # sampling period of the measurement (scrapes cost the worker CPU)
     moving = [(t, n) for t, n in samples if n > 0]
     first, last = moving[0], moving[-1]
     middle = [(t, n) for t, n in moving if 0.1 * BIDS <= n <= 0.9 * BIDS]
     steady = (middle[-1][1] - middle[0][1]) / (middle[-1][0] - middle[0][0]) if len(middle) > 1 else None
     return {
         "bids": BIDS,
-        "extending_share": 0.05,
+        "extending_share": 1 / EVERY_NTH_EXTENDS if EVERY_NTH_EXTENDS else 0.0,
         "folded": int(last[1]),
-        "bids_per_second_overall": round(last[1] / max(1e-6, last[0] - first[0] + 0.25)),
+        "bids_per_second_overall": round(last[1] / max(1e-6, last[0] - first[0] + 1.0)),
         "bids_per_second_steady": round(steady) if steady else None,
     }
 

@@ -56,13 +56,15 @@ async def follow(
 
 async def worker_kill(s: Stack) -> dict[str, object]:
     s.start_worker("w", AUCTION_TIMER_WORKER_ID="bench-worker")
+    base = wall_ms() + 20_000
+    ends = {f"k-{i}": base + (3_000 + 10 * i if i < DURING_OUTAGE else 40_000 + 20 * i) for i in range(AUCTIONS)}
+    await register(s.kafka.bootstrap, ends)
+    # Subscribed once the worker has created the topics (a consumer subscribed before they
+    # exist may not see every partition until its next metadata refresh).
     consumer = AIOKafkaConsumer(topics.TIMER_EVENTS, bootstrap_servers=s.kafka.bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     seen: dict[str, list[dict]] = {}
     try:
-        base = wall_ms() + 20_000
-        ends = {f"k-{i}": base + (3_000 + 10 * i if i < DURING_OUTAGE else 40_000 + 20 * i) for i in range(AUCTIONS)}
-        await register(s.kafka.bootstrap, ends)
         await follow(consumer, seen, lambda: len(seen.get("registered", [])) >= AUCTIONS, 120)
         s.processes[-1].kill()
         outage_over = base + 3_000 + 10 * DURING_OUTAGE + 2_000

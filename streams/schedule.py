@@ -46,8 +46,10 @@ class Schedule:
     def track(self, state: TimerState, now_ms: int) -> None:
         """Follow `state` (a new version or a restored one); ended timers leave the schedule."""
         current = self.live.get(state.auction_id)
-        if current is not None and current.version > state.version:
-            return  # an older copy (a restore racing the agent) never replaces a newer one
+        if current is not None and current.version >= state.version:
+            # An older copy (a restore racing the agent) never replaces a newer one, and the same
+            # version again (an input redelivered after a crash) is already scheduled.
+            return
         if not state.live:
             self.forget(state.auction_id)
             return

@@ -1,8 +1,10 @@
 """Fan-out: per-auction channels of subscribers, each message encoded once for all of them.
 
-Every subscriber has a bounded queue drained by its own writer. A socket that falls
-`ws_send_queue` messages behind is closed with SLOW_CONSUMER_CLOSE instead of letting
-memory grow; it reconnects and rehydrates.
+A message is serialised and framed as a WebSocket text frame once, and the same bytes are
+written to every subscriber's transport: no per-socket task, copy or encoding. A socket
+whose unsent bytes exceed `ws_send_queue` messages is a slow consumer: it is closed with
+SLOW_CONSUMER_CLOSE instead of letting memory grow, and reconnects and rehydrates.
+Until its snapshot is out, a new subscriber's messages wait in a list bounded the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,35 +32,47 @@ def encode(message: dict[str, Any]) -> str:
     return orjson.dumps(message).decode()
 
 
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 @dataclass(eq=False)
 class Subscriber:
     ws: web.WebSocketResponse
+    transport: asyncio.Transport
     auction_id: str
     queue_size: int
-    clock: Callable[[], int]
-    queue: asyncio.Queue[tuple[int, int, str]] = field(init=False)
+    ready: bool = False  # the snapshot is out; frames go straight to the socket
     dropped: bool = False
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.queue_size)
-
-    def offer(self, seq: int, server_time_ms: int, text: str) -> bool:
-        """Queue a message; False when the queue is full (a slow consumer)."""
-        try:
-            self.queue.put_nowait((seq, server_time_ms, text))
-            return True
-        except asyncio.QueueFull:
+    def offer(self, seq: int, frame: bytes) -> bool:
+        """Send (or, before the snapshot, keep) a frame; False for a slow consumer."""
+        if self.ws.closed or self.transport.is_closing():
+            return True  # on its way out; the handler unsubscribes it
+        if not self.ready:
+            self.pending.append((seq, frame))
+            return len(self.pending) <= self.queue_size
+        if self.transport.get_write_buffer_size() > self.queue_size * len(frame):
             return False
+        self.transport.write(frame)
+        return True
 
-    async def write(self, after_seq: int) -> None:
-        """Send queued messages in order, skipping those the snapshot already covered."""
-        while True:
-            seq, server_time_ms, text = await self.queue.get()
-            if seq and seq <= after_seq:
-                continue
-            await self.ws.send_str(text)
-            if server_time_ms:
-                FANOUT_LATENCY.observe(max(0, self.clock() - server_time_ms))
+    def start(self, after_seq: int) -> None:
+        """The snapshot (covering every message up to `after_seq`) is out: send the rest."""
+        for seq, frame in self.pending:
+            if not seq or seq > after_seq:
+                self.transport.write(frame)
+        self.pending.clear()
+        self.ready = True
 
 
 @dataclass
@@ -87,28 +102,30 @@ class Hub:
                 del self.channels[sub.auction_id]
 
     def publish(self, auction_id: str, message: dict[str, Any]) -> int:
-        """Number the message for its channel, encode it once and queue it for every subscriber.
+        """Number the message for its channel, frame it once and send it to every subscriber.
         Returns how many subscribers got it."""
         channel = self.channels.get(auction_id)
         if channel is None:
             return 0
         channel.seq += 1
         message["seq"] = channel.seq
-        text = encode(message)
-        server_time = int(message.get("server_time_ms") or 0)
+        frame = text_frame(orjson.dumps(message))
         delivered = 0
         for sub in list(channel.subscribers):
-            if sub.offer(channel.seq, server_time, text):
+            if sub.offer(channel.seq, frame):
                 delivered += 1
             else:
                 self.drop_slow(sub)
+        server_time = int(message.get("server_time_ms") or 0)
+        if server_time and delivered:
+            FANOUT_LATENCY.observe(max(0, self.clock() - server_time))
         return delivered
 
     def broadcast(self, message: dict[str, Any]) -> None:
         """A message for every socket (feed status); not part of any auction's sequence."""
-        text = encode(message)
+        frame = text_frame(orjson.dumps(message))
         for sub in list(self.everyone):
-            if not sub.offer(0, 0, text):
+            if not sub.offer(0, frame):
                 self.drop_slow(sub)
 
     def drop_slow(self, sub: Subscriber) -> None:

@@ -8,7 +8,6 @@ with 1009, bad JSON gets an error frame, a flood of frames closes it with 1008.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -47,7 +46,8 @@ async def updates(request: web.Request) -> web.StreamResponse:
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
         try:
-            await serve(gw, ws, auction_id)
+            assert request.transport is not None
+            await serve(gw, ws, request.transport, auction_id)
         finally:
             CONNECTIONS.dec()
         return ws
@@ -72,24 +72,19 @@ async def snapshot(gw: Gateway, auction_id: str, seq: int) -> dict[str, Any]:
     }
 
 
-async def serve(gw: Gateway, ws: web.WebSocketResponse, auction_id: str) -> None:
-    sub = Subscriber(ws, auction_id, gw.settings.ws_send_queue, gw.clock)
+async def serve(gw: Gateway, ws: web.WebSocketResponse, transport: asyncio.Transport, auction_id: str) -> None:
+    sub = Subscriber(ws, transport, auction_id, gw.settings.ws_send_queue)
     channel = gw.hub.subscribe(sub)
-    writer: asyncio.Task[None] | None = None
     try:
         # Subscribed first, so nothing published while Redis is read is missed; the snapshot
         # (the newest of Redis and memory) covers every message numbered up to its seq.
         first = await snapshot(gw, auction_id, 0)
         first["seq"] = channel.seq
         await ws.send_str(encode(first))
-        writer = asyncio.create_task(sub.write(after_seq=first["seq"]))
+        sub.start(after_seq=first["seq"])
         await read_client(gw, ws)
     finally:
         gw.hub.unsubscribe(sub)
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await writer
 
 
 async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:

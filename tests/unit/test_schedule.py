@@ -45,6 +45,14 @@ def test_older_version_never_replaces_newer() -> None:
     assert sched.live["a"].version == 3
 
 
+def test_the_same_version_again_is_scheduled_once() -> None:
+    sched = Schedule(tick_interval_ms=60_000)
+    state = timer("a", T0 + 1_000)
+    sched.track(state, T0)
+    sched.track(state, T0 + 10)  # a redelivered registration after a restart
+    assert [d.kind for d in sched.pop_due(T0 + 1_000)] == ["expire"]
+
+
 def test_ended_timer_leaves_the_schedule() -> None:
     sched = Schedule(tick_interval_ms=1_000)
     state = timer("a", T0 + 10_000)
