@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from app.settings import Settings
 from infra.kafka_server import KafkaCluster
 from infra.ports import free_port
-from infra.process import ServerProcess, wait_until
+from infra.process import ServerProcess, http_ok, wait_until
 from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import outputs
@@ -101,7 +101,7 @@ def run(settings: Settings, duration_s: float | None) -> int:
             proc = ServerProcess(name, [sys.executable, "-m", "app.cli", name], root / f"{name}.log", env=env)
             proc.start()
             services.append(proc)
-        wait_until(lambda: _answers(base_url), 60, f"the gateway at {base_url}", alive=services[-1].running)
+        wait_until(lambda: http_ok(f"{base_url}/healthz"), 60, f"the gateway at {base_url}", alive=services[-1].running)
         print(
             f"\nrunning:\n  Kafka     {kafka.bootstrap}  (log {kafka.nodes[0].data_dir / 'server.log'})\n"
             f"  Redis     {redis.url}  (AOF in {redis.data_dir})\n"
@@ -120,16 +120,6 @@ def run(settings: Settings, duration_s: float | None) -> int:
         redis.stop()
         kafka.stop()
         print("stopped.", flush=True)
-
-
-def _answers(base_url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 async def _generate_until_stopped(bootstrap: str, base_url: str, duration_s: float | None) -> None:

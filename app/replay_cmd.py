@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from app.settings import Settings
 from projections.keys import Keys
 from projections.redis_client import connect
-from projections.store import FIELDS, Projected, ProjectionStore, belongs_in_redis
+from projections.store import Projected, ProjectionStore, belongs_in_redis
+from projections.verify import field_diff, redis_differences
 from streams.changelog import read_table
 from streams.processor import wall_ms
 from streams.replay import Progress, Replayed, Window, fold, read_inputs
@@ -104,35 +105,7 @@ async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | No
     return out
 
 
-async def redis_differences(store: ProjectionStore, states: dict[str, TimerState]) -> list[str]:
-    now = wall_ms()
-    wanted = {a: s for a, s in states.items() if belongs_in_redis(s, now, store.ended_ttl_s)}
-    out = []
-    ids = sorted(wanted)
-    for start in range(0, len(ids), BATCH):
-        stored = await store.read_many(ids[start : start + BATCH])
-        for auction_id, (fields, score) in stored.items():
-            expected = Projected.of(wanted[auction_id].public()).fields
-            got = {k: fields[k] for k in FIELDS} if fields else None
-            if got != dict(expected):
-                out.append(f"redis   {auction_id}: {field_diff(got, dict(expected))}")
-            in_set = score is not None and int(score) == expected["ends_at_ms"]
-            if wanted[auction_id].live != in_set:
-                out.append(f"redis   {auction_id}: active set score {score}, expected "
-                           f"{expected['ends_at_ms'] if wanted[auction_id].live else 'absent'}")  # fmt: skip
-    return out
-
-
 def as_dict(state: TimerState | None) -> dict[str, Any] | None:
     if state is None:
         return None
     return {k: getattr(state, k) for k in state.__dataclass_fields__}
-
-
-def field_diff(live: dict[str, Any] | None, replayed: dict[str, Any] | None) -> str:
-    if live is None:
-        return "missing live, present in the replay"
-    if replayed is None:
-        return "present live, missing from the replay"
-    keys = [k for k in replayed if live.get(k) != replayed.get(k)]
-    return ", ".join(f"{k} live={live.get(k)!r} replay={replayed.get(k)!r}" for k in keys)

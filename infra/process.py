@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,15 @@ class ServerProcess:
 
     def fail(self, message: str) -> InfraError:
         return InfraError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
+
+
+def http_ok(url: str) -> bool:
+    """Does `url` answer 200 right now? (A server that is still starting does not.)"""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def wait_until(

@@ -12,12 +12,11 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from projections.keys import Keys
-from streams.state import TimerState
+from streams.state import LIVE, TimerState
 
 Mode = Literal["newer", "repair"]
 CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
 CHECK_SCRIPT = resources.files("projections").joinpath("check.lua").read_text()
-LIVE = ("scheduled", "running")
 
 # The hash's fields, in order; every one is written on every change.
 FIELDS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
+from streams.log_range import read_range
 from streams.state import TimerState, decode_state
 from streams.topic_admin import partition_counts
 
@@ -21,23 +22,16 @@ async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> d
     await consumer.start()
     try:
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         table: dict[str, TimerState] = {}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=timeout_ms)
-            if not batch:
-                raise TimeoutError(f"changelog {name} stopped before its end offsets")
-            for tp, records in batch.items():
-                for r in records:
-                    key = (r.key or b"").decode()
-                    if r.value:
-                        table[key] = decode_state(r.value)
-                    else:
-                        table.pop(key, None)
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        async for _, records in read_range(consumer, starts, ends, timeout_ms):
+            for r in records:
+                key = (r.key or b"").decode()
+                if r.value:
+                    table[key] = decode_state(r.value)
+                else:
+                    table.pop(key, None)
         return table
     finally:
         await consumer.stop()

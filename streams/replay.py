@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams import topics
 from streams.errors import ReplayError
+from streams.log_range import read_range
 from streams.processor import Message, TimerProcessor
 from streams.state import TimerState, decode_state
 from streams.topic_admin import partition_counts
@@ -115,29 +116,17 @@ async def read_inputs(
         consumer.assign(tps)
         starts, ends = await _bounds(consumer, tps, window)
         total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
         records: list[Input] = []
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=10_000, max_records=5_000)
-            if not batch:
-                raise ReplayError("Kafka stopped answering before the end of the range")
-            for tp, got in batch.items():
-                for r in got:
-                    if r.offset >= ends[tp]:
-                        remaining.discard(tp)
-                        break
-                    if auctions is None or (r.key is not None and r.key.decode(errors="replace") in auctions):
-                        records.append(Input(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-                progress.add(len(got), total)
+        async for tp, got in read_range(consumer, starts, ends):
+            for r in got:
+                if auctions is None or (r.key is not None and r.key.decode(errors="replace") in auctions):
+                    records.append(Input(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
+            progress.add(len(got), total)
         progress.finish()
         if total == 0:
             raise ReplayError(f"no input events between {window.start} and {window.end}")
         return records, partitions
-    except KafkaError as exc:
+    except (KafkaError, TimeoutError) as exc:
         raise ReplayError(f"reading from Kafka at {bootstrap} failed: {exc}") from None
     finally:
         await consumer.stop()

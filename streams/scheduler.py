@@ -39,7 +39,6 @@ class Scheduler:
         self._send_tick = send_tick
         self._clock = clock
         self._wake = asyncio.Event()
-        self.owned: set[int] = set()
 
     async def on_change(self, state: TimerState) -> None:
         """A new version from the fold: tick at once with it and re-plan its deadlines."""
@@ -53,13 +52,12 @@ class Scheduler:
     def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
         """After a rebalance or restart: follow exactly the live timers of the owned partitions.
         Deadlines that passed while nobody owned them are due now and fire on the next turn."""
-        self.owned = set(partitions)
         self.schedule.clear()
         now = self._clock()
         for state in states:
             self.schedule.track(state, now)
         ACTIVE_TIMERS.set(len(self.schedule))
-        log.info("schedule rebuilt", extra={"partitions": sorted(self.owned), "live_timers": len(self.schedule)})
+        log.info("schedule rebuilt", extra={"partitions": sorted(partitions), "live_timers": len(self.schedule)})
         self._wake.set()
 
     def revoke(self, auction_ids: Iterable[str]) -> None:

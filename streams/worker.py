@@ -7,13 +7,11 @@ The scheduler follows the table partitions this worker actively owns.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import Gauge
@@ -27,11 +25,13 @@ from projections.store import ProjectionStore
 from streams import outputs, topics
 from streams.metrics import ACTIVE_TIMERS
 from streams.processor import Message, TimerProcessor, partition_for, wall_ms
+from streams.producer import LazyProducer
 from streams.scheduler import Scheduler
 from streams.state import decode_state
 
 log = logging.getLogger("auction_timer.worker")
 
+TICK_LINGER_MS = 10
 READY = Gauge("auctions_timer_worker_ready", "1 when this worker has rebuilt its schedule after the latest rebalance")
 
 
@@ -44,35 +44,6 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 class IdempotentTransport(faust_aiokafka.Transport):
     Producer = IdempotentProducer
-
-
-class TickPublisher:
-    """Ticks go through a producer of their own that batches for a few milliseconds, so
-    thousands of ticks a second neither crowd nor slow the deadline commands and timer
-    events on Faust's producer (which sends at once)."""
-
-    LINGER_MS = 10
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def send(self, record: outputs.Record) -> object:
-        if self._producer is None:
-            async with self._starting:
-                if self._producer is None:
-                    producer = AIOKafkaProducer(
-                        bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                        linger_ms=self.LINGER_MS, max_batch_size=256 * 1024,
-                    )  # fmt: skip
-                    await producer.start()
-                    self._producer = producer
-        return await self._producer.send(record.topic, record.value, key=record.key)
-
-    async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
 
 
 class TimerApp(faust.App):
@@ -113,7 +84,10 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
     async def send(record: outputs.Record) -> object:
         return await app.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    ticks = TickPublisher(settings.kafka_bootstrap)
+    # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
+    # ticks a second neither crowd nor slow the deadline commands and timer events on Faust's
+    # producer (which sends at once).
+    ticks = LazyProducer(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS)
     scheduler = Scheduler(settings.tick_interval_s, send, ticks.send)
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
     reconciler = Reconciler(store, settings.reconcile_interval_s, send, wall_ms)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.client.clock import ClockEstimator
+from streams.state import LIVE
 
 SLEW_BELOW_MS = 100
 WARN_ABOVE_MS = 250
 SYNC_ABOVE_MS = 500
 SLEW_RATE = 0.1  # ms of correction per ms of time: 100 ms in a second
 MIN_LATENCY_SLACK_MS = 100
-LIVE = ("scheduled", "running")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-LIVE = ("scheduled", "running")
+from streams.state import LIVE
+
 MAX_AUCTIONS = 200_000
 
 

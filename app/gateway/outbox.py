@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 
 from streams.outputs import Record
+from streams.producer import LazyProducer
 
 log = logging.getLogger("auction_timer.gateway.outbox")
 SENDS = Counter("auctions_gateway_kafka_sends_total", "Gateway writes to Kafka by result", ["topic", "result"])
@@ -21,18 +21,8 @@ SEND_TIMEOUT_S = 10.0
 
 class Outbox:
     def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer: AIOKafkaProducer | None = None
+        self._producer = LazyProducer(bootstrap, request_timeout_ms=5_000)
         self._pending: set[asyncio.Task[None]] = set()
-
-    async def _get_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=5_000
-            )
-            await producer.start()
-            self._producer = producer
-        return self._producer
 
     def send(self, record: Record) -> None:
         if len(self._pending) >= MAX_IN_FLIGHT:
@@ -45,7 +35,7 @@ class Outbox:
 
     async def _send(self, record: Record) -> None:
         try:
-            producer = await asyncio.wait_for(self._get_producer(), SEND_TIMEOUT_S)
+            producer = await asyncio.wait_for(self._producer.get(), SEND_TIMEOUT_S)
             await asyncio.wait_for(producer.send_and_wait(record.topic, record.value, key=record.key), SEND_TIMEOUT_S)
             SENDS.labels(record.topic, "ok").inc()
         except Exception as exc:  # noqa: BLE001 - counted and logged; requests never fail on it
@@ -55,5 +45,4 @@ class Outbox:
     async def close(self) -> None:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
-        if self._producer is not None:
-            await self._producer.stop()
+        await self._producer.close()

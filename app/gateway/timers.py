@@ -15,10 +15,10 @@ from redis.exceptions import RedisError
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import REDIS_UP, SOURCE
 from projections.store import ProjectionStore
+from streams.state import LIVE
 
 log = logging.getLogger("auction_timer.gateway.timers")
 BREAKER_S = 1.0
-LIVE = ("scheduled", "running")
 
 
 class Unavailable(Exception):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.kafka_server import KafkaCluster
 from infra.ports import free_port
-from infra.process import ServerProcess, wait_until
+from infra.process import ServerProcess, http_ok, wait_until
 from infra.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +62,7 @@ class Stack:
         port = port or free_port()
         proc = self.start(name, ["gateway"], AUCTION_TIMER_GATEWAY_PORT=str(port), **extra)
         url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, f"the gateway on port {port}", alive=proc.running)
+        wait_until(lambda: http_ok(f"{url}/healthz"), 30, f"the gateway on port {port}", alive=proc.running)
         return proc, url
 
     def stop_all(self) -> None:
