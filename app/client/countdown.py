@@ -113,31 +113,30 @@ class Countdown:
     def _bounds(self, server_ms: float, received: float) -> tuple[float, float]:
         """The offsets a message stamped `server_ms`, received at `received`, allows: the server
         read at least `server_ms` then, and at most that plus a plausible one-way latency."""
-        slack = max(MIN_LATENCY_SLACK_MS, self.estimator.worst_rtt if self.estimator.ready else 0.0)
+        slack = max(MIN_LATENCY_SLACK_MS, self.estimator.worst_rtt)
         return server_ms - received, server_ms + slack - received
 
     def drift_against(self, server_ms: float, received: float) -> float:
         """How far the shown clock is outside what the message allows. Positive: ahead
-        (showing too little time left); negative: behind."""
-        if self.offset is None:
-            return 0.0
+        (showing too little time left); negative: behind. Needs a clock estimate (an offset
+        is only ever set together with a first sample)."""
         low, high = self._bounds(server_ms, received)
         shown = self._advance()
         return shown - min(max(shown, low), high)
 
     def _check(self, server_ms: float, received: float) -> list[Output]:
+        if self.offset is None:
+            return []  # no clock estimate yet: nothing to check against
         drift = self.drift_against(server_ms, received)
-        if self.estimator.ready:
-            self.estimator.add_lower_bound(server_ms, received)
-        if drift == 0 or self.offset is None:
+        self.estimator.add_lower_bound(server_ms, received)
+        if drift == 0:
             return []
         # Move the estimate just inside the allowed interval (it may already be inside: the
         # shown offset is mid-slew), then slew or snap the display to it.
         low, high = self._bounds(server_ms, received)
-        estimate = self.estimator.offset if self.estimator.ready else self.offset
+        estimate = self.estimator.offset
         target = min(max(estimate, low), high)
-        if self.estimator.ready:
-            self.estimator.shift(target - estimate)
+        self.estimator.shift(target - estimate)
         size = abs(drift)
         if size < SLEW_BELOW_MS:
             return [Corrected(drift, "slew")]

@@ -43,7 +43,6 @@ class Feed:
         self.memory = memory
         self.clock = clock
         self.up = False
-        self.started = asyncio.Event()
 
     def handle(self, topic: str, value: bytes) -> int:
         """Remember and publish one message; returns how many sockets it was queued for."""
@@ -73,7 +72,6 @@ class Feed:
             )
             try:
                 await consumer.start()
-                self.started.set()
                 while True:
                     batch = await consumer.getmany(timeout_ms=200, max_records=500)
                     for tp, records in batch.items():

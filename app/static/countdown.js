@@ -66,7 +66,7 @@
       return Math.max(0, Math.round(this.state.ends_at_ms - (now() + this.advance())));
     }
     bounds(serverMs, received) {
-      const slack = Math.max(MIN_LATENCY_SLACK_MS, this.estimator.ready ? this.estimator.worstRtt : 0);
+      const slack = Math.max(MIN_LATENCY_SLACK_MS, this.estimator.worstRtt);
       return [serverMs - received, serverMs + slack - received];
     }
     check(serverMs, received) {

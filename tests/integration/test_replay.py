@@ -9,7 +9,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -159,7 +158,7 @@ async def test_verify_names_an_altered_redis_hash(live_run: LiveRun, redis_serve
     assert "r-plain" in result.stdout and "ends_at_ms" in result.stdout
 
 
-async def test_clear_errors_for_bad_ranges_and_unreachable_brokers(live_run: LiveRun, tmp_path: Path) -> None:
+async def test_clear_errors_for_bad_ranges_and_unreachable_brokers(live_run: LiveRun) -> None:
     future = await asyncio.to_thread(replay_cli, live_run, "--from", "2099-01-01T00:00:00Z")
     assert future.returncode == 2 and "no input events" in future.stderr
     bad_time = await asyncio.to_thread(replay_cli, live_run, "--from", "yesterday")
