@@ -34,10 +34,11 @@ def topic_config(name: str, replication: int) -> dict[str, str]:
     return config
 
 
-async def _described_when_ready(
+async def described_when_ready(
     admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30
 ) -> list[dict[str, Any]]:
-    """Just-created topics describe with no partitions until their metadata spreads; wait for it."""
+    """Just-created topics describe with no partitions until their metadata spreads (on three
+    brokers this takes a moment); wait for it."""
     deadline = time.monotonic() + timeout
     while True:
         described: list[dict[str, Any]] = await admin.describe_topics(names)
@@ -82,7 +83,7 @@ async def ensure_topics(settings: Settings) -> int:
                 log.info("created topic", extra={"topic": new.name, "partitions": settings.topic_partitions})
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
-        for topic in await _described_when_ready(admin, list(topics.INPUT_TOPICS)):
+        for topic in await described_when_ready(admin, list(topics.INPUT_TOPICS)):
             count = len(topic["partitions"])
             if count != settings.topic_partitions:
                 raise SettingsError(

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.kafka_server import KafkaCluster
+from streams.topic_admin import described_when_ready
 from tests.support.waiting import eventually
 
 
@@ -16,7 +17,7 @@ async def test_rf3_topic_accepts_acks_all(kafka3: KafkaCluster) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic("replicated", 4, 3, topic_configs={"min.insync.replicas": "2"})])
-        described = await admin.describe_topics(["replicated"])
+        described = await described_when_ready(admin, ["replicated"])
     finally:
         await admin.close()
     partitions = described[0]["partitions"]

@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams import outputs
+from streams.topic_admin import partition_counts
 from tests.support.waiting import eventually
 
 Doc = dict[str, Any]
@@ -37,6 +38,13 @@ class TopicWatcher:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Subscribing to a topic the worker has not created yet fails (or misses partitions
+        # until the next metadata refresh): wait until every watched topic exists.
+        async def all_exist() -> bool:
+            return set(self.topics) <= set(await partition_counts(self.bootstrap, list(self.topics)))
+
+        if self.topics:
+            await eventually(all_exist, 90, f"topics {', '.join(self.topics)} to exist")
         self._consumer = AIOKafkaConsumer(
             *self.topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000
         )
