@@ -22,6 +22,7 @@ from streams import events as ev
 from streams import outputs, topics
 from streams.processor import wall_ms
 from streams.tracing import new_traceparent
+from tests.support.kafka import reading_from_start
 from tests.support.projection import table_and_mismatches
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
@@ -59,10 +60,7 @@ async def worker_kill(s: Stack) -> dict[str, object]:
     base = wall_ms() + 20_000
     ends = {f"k-{i}": base + (3_000 + 10 * i if i < DURING_OUTAGE else 40_000 + 20 * i) for i in range(AUCTIONS)}
     await register(s.kafka.bootstrap, ends)
-    # Subscribed once the worker has created the topics (a consumer subscribed before they
-    # exist may not see every partition until its next metadata refresh).
-    consumer = AIOKafkaConsumer(topics.TIMER_EVENTS, bootstrap_servers=s.kafka.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await reading_from_start(s.kafka.bootstrap, (topics.TIMER_EVENTS,))
     seen: dict[str, list[dict]] = {}
     try:
         await follow(consumer, seen, lambda: len(seen.get("registered", [])) >= AUCTIONS, 120)

@@ -14,13 +14,14 @@ import time
 from collections import defaultdict
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench.common import stack, summary, write
 from streams import events as ev
 from streams import outputs, topics
 from streams.processor import wall_ms
 from streams.tracing import new_traceparent
+from tests.support.kafka import reading_from_start
 
 AUCTIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 TICK_S = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -35,10 +36,8 @@ def main() -> dict[str, object]:
 
 async def measure(bootstrap: str) -> dict[str, object]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    consumer = AIOKafkaConsumer(topics.TIMER_EVENTS, topics.TICKS, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", max_poll_records=5_000)  # fmt: skip
     await producer.start()
-    await consumer.start()
+    consumer = await reading_from_start(bootstrap, (topics.TIMER_EVENTS, topics.TICKS), max_poll_records=5_000)
     completed: dict[str, int] = {}
     fired: dict[str, int] = {}
     completion_records = 0

@@ -25,6 +25,7 @@ from streams import topics
 
 log = logging.getLogger("auction_timer.gateway.feed")
 PROBE_INTERVAL_S = 1.0
+STOP_TIMEOUT_S = 5.0
 STATE_FIELDS_DROPPED = ("cause",)
 
 
@@ -84,8 +85,11 @@ class Feed:
                 log.warning("feed consumer failed; restarting", extra={"error": repr(exc)})
                 await asyncio.sleep(PROBE_INTERVAL_S)
             finally:
+                # Bounded: aiokafka's stop after a failed start (a topic the worker has not
+                # created yet) can wait forever on its fetcher, which would freeze the feed.
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
+                    async with asyncio.timeout(STOP_TIMEOUT_S):
+                        await consumer.stop()
 
     async def _watch_health(self) -> None:
         """A metadata request every second tells whether Kafka answers; flips are broadcast."""

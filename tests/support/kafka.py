@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import outputs
 from streams.topic_admin import partition_counts
@@ -27,6 +27,27 @@ class Seen:
     received_ms: int
 
 
+async def reading_from_start(bootstrap: str, topics: tuple[str, ...], **options: Any) -> AIOKafkaConsumer:
+    """A started consumer of every partition of `topics`, from the earliest offset.
+
+    It waits until the topics exist (the worker creates them as it starts) and assigns their
+    partitions explicitly. Subscribing instead fails when the broker answering the consumer's
+    metadata request has not yet heard of a just-created topic, and aiokafka's stop after that
+    failed start can hang (seen once in CI, three brokers)."""
+
+    async def counts() -> dict[str, int]:
+        found = await partition_counts(bootstrap, list(topics))
+        return found if set(found) == set(topics) else {}
+
+    partitions = await eventually(counts, 90, f"topics {', '.join(topics)} to exist")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000, **options
+    )
+    consumer.assign([TopicPartition(topic, p) for topic, n in partitions.items() for p in range(n)])
+    await consumer.start()
+    return consumer
+
+
 @dataclass
 class TopicWatcher:
     """Consumes topics from the start into memory so tests can wait on what arrived."""
@@ -38,17 +59,9 @@ class TopicWatcher:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # Subscribing to a topic the worker has not created yet fails (or misses partitions
-        # until the next metadata refresh): wait until every watched topic exists.
-        async def all_exist() -> bool:
-            return set(self.topics) <= set(await partition_counts(self.bootstrap, list(self.topics)))
-
-        if self.topics:
-            await eventually(all_exist, 90, f"topics {', '.join(self.topics)} to exist")
-        self._consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000
-        )
-        await self._consumer.start()
+        if not self.topics:  # a producer-only kafka_io
+            return
+        self._consumer = await reading_from_start(self.bootstrap, self.topics)
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:

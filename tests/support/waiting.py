@@ -12,12 +12,14 @@ T = TypeVar("T")
 
 async def eventually(probe: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.05) -> T:
     """Await `probe()` until it returns something truthy; fail naming `what` after `timeout` s.
-    Exceptions count as "not yet" (a server restarting refuses connections)."""
+    Exceptions count as "not yet" (a server restarting refuses connections), and a probe that
+    hangs is cut off at the deadline, so the failure names `what` rather than a test timeout."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
         try:
-            result = await probe()
+            async with asyncio.timeout(max(deadline - time.monotonic(), interval)):
+                result = await probe()
             if result:
                 return result
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
