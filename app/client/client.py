@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -175,7 +176,7 @@ class TimerClient:
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """A few pings at once for a first estimate, then one every ping interval."""
-        for n in range(1_000_000):
+        for n in itertools.count():
             await ws.send_str(orjson.dumps({"type": "ping", "client_time_ms": self.clock()}).decode())
             await asyncio.sleep(0.2 if n < FIRST_PINGS else self.ping_interval_s)
 

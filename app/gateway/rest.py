@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.metrics import DRIFT
-from app.gateway.security import client_address, valid_auction_id
+from app.gateway.security import BAD_AUCTION_ID, client_address, valid_auction_id
 from app.gateway.timers import TimerView, Unavailable
 from streams import events as ev
 from streams import outputs
@@ -30,7 +30,7 @@ def error(status: int, code: str, message: str, **headers: str) -> web.Response:
 def auction_id_of(request: web.Request) -> str:
     auction_id = request.match_info["auction_id"]
     if not valid_auction_id(auction_id):
-        raise web.HTTPBadRequest(reason="auction_id must be 1-64 of [A-Za-z0-9_-]")
+        raise web.HTTPBadRequest(reason=BAD_AUCTION_ID)
     return auction_id
 
 
@@ -75,7 +75,7 @@ async def post_sync(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(reason="the body must be a JSON object")
     auction_id = body.get("auction_id")
     if not isinstance(auction_id, str) or not valid_auction_id(auction_id):
-        raise web.HTTPBadRequest(reason="auction_id must be 1-64 of [A-Za-z0-9_-]")
+        raise web.HTTPBadRequest(reason=BAD_AUCTION_ID)
     client_remaining = _int_field(body, "client_remaining_ms", 0, MAX_INT)
     client_version = _int_field(body, "version", 0, MAX_INT)
     client_time = _int_field(body, "client_time_ms", 0, MAX_INT)

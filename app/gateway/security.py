@@ -13,6 +13,7 @@ from aiohttp import web
 from streams.decode import AUCTION_ID
 
 MAX_TRACKED_ADDRESSES = 100_000
+BAD_AUCTION_ID = "auction_id must be 1-64 of [A-Za-z0-9_-]"
 
 
 def valid_auction_id(value: str) -> bool:

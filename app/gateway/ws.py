@@ -15,10 +15,10 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from app.gateway.context import GATEWAY, Gateway
-from app.gateway.hub import Subscriber, encode
+from app.gateway.hub import Channel, Subscriber, encode
 from app.gateway.metrics import CONNECTIONS, CONNECTS
 from app.gateway.rest import error
-from app.gateway.security import client_address, origin_allowed, valid_auction_id
+from app.gateway.security import BAD_AUCTION_ID, client_address, origin_allowed, valid_auction_id
 from app.gateway.timers import Unavailable
 
 MAX_FRAME_BYTES = 4096
@@ -32,7 +32,7 @@ async def updates(request: web.Request) -> web.StreamResponse:
     auction_id = request.match_info["auction_id"]
     if not valid_auction_id(auction_id):
         CONNECTS.labels("bad_id").inc()
-        return error(400, "bad_request", "auction_id must be 1-64 of [A-Za-z0-9_-]")
+        return error(400, "bad_request", BAD_AUCTION_ID)
     if not origin_allowed(request, gw.settings.allowed_origins):
         CONNECTS.labels("forbidden_origin").inc()
         return error(403, "forbidden_origin", "this Origin may not open WebSockets here")
@@ -55,7 +55,9 @@ async def updates(request: web.Request) -> web.StreamResponse:
         gw.connections.release(address)
 
 
-async def snapshot(gw: Gateway, auction_id: str, seq: int) -> dict[str, Any]:
+async def snapshot(gw: Gateway, auction_id: str, channel: Channel) -> dict[str, Any]:
+    """The newest state of Redis and memory, numbered with the channel's seq as it stands once
+    that read is done: it covers every message published up to then."""
     try:
         view = await gw.timers.read(auction_id)
         state = gw.timers.present(view, gw.tick_interval_ms) if view else None
@@ -63,7 +65,7 @@ async def snapshot(gw: Gateway, auction_id: str, seq: int) -> dict[str, Any]:
         state = None
     return {
         "type": "snapshot",
-        "seq": seq,
+        "seq": channel.seq,
         "auction_id": auction_id,
         "state": state,
         "feed": "live" if gw.feed.up else "interrupted",
@@ -76,10 +78,8 @@ async def serve(gw: Gateway, ws: web.WebSocketResponse, transport: asyncio.Trans
     sub = Subscriber(ws, transport, auction_id, gw.settings.ws_send_queue)
     channel = gw.hub.subscribe(sub)
     try:
-        # Subscribed first, so nothing published while Redis is read is missed; the snapshot
-        # (the newest of Redis and memory) covers every message numbered up to its seq.
-        first = await snapshot(gw, auction_id, 0)
-        first["seq"] = channel.seq
+        # Subscribed first, so nothing published while Redis is read is missed.
+        first = await snapshot(gw, auction_id, channel)
         await ws.send_str(encode(first))
         sub.start(after_seq=first["seq"])
         await read_client(gw, ws)

@@ -1,7 +1,8 @@
 // The countdown page. Same algorithm as the Python client (app/client/countdown.py):
-// shown remaining = ends_at - (performance.now() + offset), the offset estimated from
-// round trips (minimum-RTT sample), checked against every tick; drift under 100 ms is
-// slewed, 100-250 ms snapped, over 250 ms warned, over 500 ms resynced. Date is never used.
+// shown remaining = ends_at - (performance.now() + offset), the offset estimated from round
+// trips (the middle of what recent ones allow together), checked against every tick; drift
+// under 100 ms is slewed, 100-250 ms snapped, over 250 ms warned, over 500 ms resynced.
+// Date is never used.
 "use strict";
 
 (() => {
