@@ -2,7 +2,9 @@
 consumer group (every gateway sees every message), into memory and out to subscribers.
 
 When Kafka stops answering, every socket is told the feed is interrupted (clients fall
-back to polling GET); when it answers again they are told it is restored.
+back to polling GET); when it answers again they are told it is restored. The feed is `live`
+(what /readyz reports) once Kafka answers and the consumer holds a position on every partition
+of both topics: "latest" is only fixed then, so anything published earlier is not delivered.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class Feed:
         self.memory = memory
         self.clock = clock
         self.up = False
+        self.positioned = False
+
+    @property
+    def live(self) -> bool:
+        return self.up and self.positioned
 
     def handle(self, topic: str, value: bytes) -> int:
         """Remember and publish one message; returns how many sockets it was queued for."""
@@ -71,9 +78,12 @@ class Feed:
                 auto_offset_reset="latest",
                 metadata_max_age_ms=5_000,
             )
+            self.positioned = False
             try:
                 await consumer.start()
                 while True:
+                    if not self.positioned:
+                        self.positioned = await positioned(consumer)
                     batch = await consumer.getmany(timeout_ms=200, max_records=500)
                     for tp, records in batch.items():
                         for record in records:
@@ -112,3 +122,14 @@ class Feed:
                 await asyncio.sleep(PROBE_INTERVAL_S)
         finally:
             await client.close()
+
+
+async def positioned(consumer: AIOKafkaConsumer) -> bool:
+    """Are both topics assigned (a subscription gets all of a topic's partitions at once, when
+    its metadata arrives) and is the starting offset of each partition resolved?"""
+    assigned = consumer.assignment()
+    if {tp.topic for tp in assigned} != {topics.TICKS, topics.TIMER_EVENTS}:
+        return False
+    for tp in assigned:
+        await consumer.position(tp)
+    return True

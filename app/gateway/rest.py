@@ -119,9 +119,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready while at least one source can answer: the Kafka feed or Redis."""
+    """Ready while at least one source can answer: the Kafka feed (live: positioned on every
+    partition) or Redis."""
     gw = request.app[GATEWAY]
-    body = {"kafka": gw.feed.up, "redis": gw.timers.redis_up}
+    body = {"kafka": gw.feed.live, "redis": gw.timers.redis_up}
     return web.json_response(body, status=200 if any(body.values()) else 503, headers=NO_STORE)
 
 

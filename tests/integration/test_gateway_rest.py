@@ -151,7 +151,7 @@ async def test_health_readiness_and_metrics(client: TestClient) -> None:
     async def ready() -> dict[str, bool]:
         return dict(await (await client.get("/readyz")).json())
 
-    await eventually(lambda: asyncio.sleep(0, result=gw.feed.up), 10, "the feed's first health probe")
+    await eventually(lambda: asyncio.sleep(0, result=gw.feed.live), 10, "the feed live")
     assert await ready() == {"kafka": True, "redis": True}
     text = await (await client.get("/metrics")).text()
     assert "auctions_gateway_ws_connections" in text

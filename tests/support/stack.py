@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from infra.kafka_server import KafkaCluster
 from infra.ports import free_port
-from infra.process import ServerProcess, http_ok, wait_until
+from infra.process import ServerProcess, wait_until
 from infra.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def feed_is_live(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return orjson.loads(response.read()).get("kafka") is True
+    except OSError:  # refused while starting; HTTPError for a 503
+        return False
 
 
 @dataclass
@@ -58,11 +69,12 @@ class Stack:
         return self.start(name, ["worker"], **extra)
 
     def start_gateway(self, name: str = "gateway", port: int | None = None, **extra: str) -> tuple[ServerProcess, str]:
-        """Start `auction-timer gateway` and wait until /healthz answers; returns it and its URL."""
+        """Start `auction-timer gateway` and wait until its feed is live (/readyz): a tick
+        published before that may never reach it. Returns the process and its URL."""
         port = port or free_port()
         proc = self.start(name, ["gateway"], AUCTION_TIMER_GATEWAY_PORT=str(port), **extra)
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_ok(f"{url}/healthz"), 30, f"the gateway on port {port}", alive=proc.running)
+        wait_until(lambda: feed_is_live(url), 60, f"the gateway's live feed on port {port}", alive=proc.running)
         return proc, url
 
     def stop_all(self) -> None:
