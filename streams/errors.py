@@ -15,7 +15,7 @@ class SettingsError(AuctionTimerError):
 
 
 class InfraError(AuctionTimerError):
-    """A local server (Kafka, Redis) could not be started, reached or stopped."""
+    """Kafka or Redis could not be started, reached or stopped, or is not ready for use."""
 
 
 class InvalidEvent(AuctionTimerError):

@@ -18,4 +18,7 @@ ACTIVE_TIMERS = Gauge("auctions_timer_active", "Live auctions this worker schedu
 EVENTS = Counter("auctions_timer_events_total", "Input messages folded", ["topic"])
 TRANSITIONS = Counter("auctions_timer_transitions_total", "Timer state changes", ["kind"])
 REJECTED = Counter("auctions_timer_rejected_events_total", "Inputs dead-lettered, by reason", ["reason"])
+RETRIED = Counter(
+    "auctions_timer_processing_retries_total", "Inputs held and retried because the table or Kafka failed"
+)
 COMMANDS_SENT = Counter("auctions_timer_commands_sent_total", "Scheduler commands written", ["command"])

@@ -3,28 +3,38 @@
 `TimerProcessor.process` is what the Faust agent calls for each message; it is
 plain code over a MutableMapping so functional tests drive it without Kafka.
 It never raises for bad input: anything that cannot be applied becomes a DLQ
-record with its reason, and the agent commits past it.
+record with its reason, and the agent commits past it. A failure of the table or of
+Kafka is not the message's fault: `apply_message` retries it instead of dead-lettering
+a valid event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from faust.exceptions import FaustError
 
 from streams import effects as fx
 from streams import outputs
 from streams.decode import decode
 from streams.errors import InvalidEvent
 from streams.fold import apply
-from streams.metrics import COMPLETION_LATENESS, EVENTS, REJECTED, TRANSITIONS
+from streams.metrics import COMPLETION_LATENESS, EVENTS, REJECTED, RETRIED, TRANSITIONS
 from streams.state import TimerState, decode_state, encode_state
 from streams.tracing import current_trace_id, new_traceparent, trace_id_of
 
 log = logging.getLogger("auction_timer.processor")
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+# Raised by the table (say, a changelog the consumer's metadata does not show yet) or by Kafka:
+# the message is fine and must be applied once they recover.
+NOT_THE_MESSAGES_FAULT = (FaustError, KafkaError)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -90,7 +100,26 @@ class TimerProcessor:
         finally:
             current_trace_id.reset(token)
 
-    def internal_error(self, msg: Message, exc: BaseException) -> Outcome:
+    async def apply_message(self, msg: Message, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Outcome:
+        """`process`, for the agent: a failure of the table or of Kafka holds this message (and
+        its partition) and retries it with backoff; any other exception is a bug this message
+        met, and the message is dead-lettered so the partition moves on."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return self.process(msg)
+            except NOT_THE_MESSAGES_FAULT as exc:
+                RETRIED.inc()
+                log.error(
+                    "the table or Kafka failed; retrying the same message",
+                    extra={"topic": msg.topic, "offset": msg.offset, "error": repr(exc), "retry_in_s": delay},
+                )
+                await sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            except Exception as exc:  # noqa: BLE001 - never crash the agent; the DLQ keeps the message
+                return self._internal_error(msg, exc)
+
+    def _internal_error(self, msg: Message, exc: BaseException) -> Outcome:
         """A bug met this message: dead-letter it (so it can be replayed once fixed) and go on."""
         log.exception("processing failed; message sent to the DLQ", extra={"topic": msg.topic, "offset": msg.offset})
         return self._reject(msg, "internal_error", f"{type(exc).__name__}: {exc}", None, new_traceparent())

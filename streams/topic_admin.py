@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from app.settings import Settings
 from streams import topics
-from streams.errors import SettingsError
+from streams.errors import InfraError, SettingsError
 
 log = logging.getLogger("auction_timer.topics")
 
@@ -27,24 +29,50 @@ def replication_for(settings: Settings, brokers: int) -> int:
     return factor
 
 
-def topic_config(name: str, replication: int) -> dict[str, str]:
-    config = dict(topics.TOPIC_CONFIGS.get(name, {}))
+def topic_config(base: dict[str, str], replication: int) -> dict[str, str]:
+    config = dict(base)
     if replication >= 3:
         config["min.insync.replicas"] = "2"
     return config
 
 
-async def described_when_ready(
-    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30
-) -> list[dict[str, Any]]:
-    """Just-created topics describe with no partitions until their metadata spreads (on three
-    brokers this takes a moment); wait for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        described: list[dict[str, Any]] = await admin.describe_topics(names)
-        if all(t["partitions"] for t in described) or time.monotonic() > deadline:
-            return described
-        await asyncio.sleep(0.2)
+async def described_by_every_broker(bootstrap: str, names: list[str], timeout: float = 30) -> list[dict[str, Any]]:
+    """Wait until every broker describes every topic of `names` with a leader on each partition;
+    returns the descriptions. A created topic reaches each broker's metadata in its own time (a
+    moment on three brokers), and a Faust consumer that first asks a broker still without the
+    table's changelog sees it with no partitions and never looks again: every write to the table
+    then fails. Starting the worker only after this wait closes that window."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging: dict[int, list[str]] = {}
+            described: list[dict[str, Any]] = []
+            for broker in client.cluster.brokers():
+                request = MetadataRequest(names, allow_auto_topic_creation=False)
+                try:
+                    described = (await client.send(broker.nodeId, request)).to_object()["topics"]
+                except KafkaError as exc:  # a broker restarting: ask again
+                    lagging[broker.nodeId] = [repr(exc)]
+                    continue
+                if unknown := [t["topic"] for t in described if not complete(t)]:
+                    lagging[broker.nodeId] = unknown
+            if not lagging:
+                return described
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"after {timeout:.0f}s these brokers still lack topics or partition leaders: {lagging}; "
+                    "check that every broker reaches the KRaft controllers, then start again"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+def complete(topic: dict[str, Any]) -> bool:
+    partitions = topic["partitions"]
+    return topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
 
 
 async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
@@ -59,8 +87,9 @@ async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
 
 
 async def ensure_topics(settings: Settings) -> int:
-    """Create any missing topic; check the input topics' partition counts (co-partitioning
-    with the table depends on it). Returns the replication factor in use."""
+    """Create any missing topic (the table's changelog included), wait until every broker knows
+    them all, and check that the input topics and the changelog have the configured partition
+    count (co-partitioning with the table depends on it). Returns the replication factor in use."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
     try:
         await admin.start()
@@ -72,9 +101,19 @@ async def ensure_topics(settings: Settings) -> int:
         cluster = await admin.describe_cluster()
         replication = replication_for(settings, len(cluster["brokers"]))
         existing = set(await admin.list_topics())
+        # The table's changelog too, rather than leaving it to Faust: it then exists, compacted,
+        # replicated like the rest and known to every broker before the worker's first rebalance.
+        changelog = topics.changelog_topic(settings.app_id)
+        configs = {**topics.TOPIC_CONFIGS, changelog: topics.CHANGELOG_CONFIG}
+        names = [*topics.ALL_TOPICS, changelog]
         missing = [
-            NewTopic(name, settings.topic_partitions, replication, topic_configs=topic_config(name, replication))
-            for name in topics.ALL_TOPICS
+            NewTopic(
+                name,
+                settings.topic_partitions,
+                replication,
+                topic_configs=topic_config(configs.get(name, {}), replication),
+            )
+            for name in names
             if name not in existing
         ]
         for new in missing:
@@ -83,12 +122,15 @@ async def ensure_topics(settings: Settings) -> int:
                 log.info("created topic", extra={"topic": new.name, "partitions": settings.topic_partitions})
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
-        for topic in await described_when_ready(admin, list(topics.INPUT_TOPICS)):
+        co_partitioned = [*topics.INPUT_TOPICS, changelog]
+        for topic in await described_by_every_broker(settings.kafka_bootstrap, names):
+            if topic["topic"] not in co_partitioned:
+                continue
             count = len(topic["partitions"])
             if count != settings.topic_partitions:
                 raise SettingsError(
                     f"topic {topic['topic']} has {count} partitions but AUCTION_TIMER_TOPIC_PARTITIONS="
-                    f"{settings.topic_partitions}; every input topic and the table must have the same count"
+                    f"{settings.topic_partitions}; every input topic and the table's changelog must have the same count"
                 )
         return replication
     finally:

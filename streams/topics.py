@@ -23,6 +23,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     TICKS: {"retention.ms": str(24 * 3600 * 1000)},
     DLQ: {"retention.ms": str(30 * 24 * 3600 * 1000)},
 }
+CHANGELOG_CONFIG = {"cleanup.policy": "compact"}  # the table keeps each auction's latest state
 
 
 def changelog_topic(app_id: str) -> str:

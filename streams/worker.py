@@ -97,10 +97,7 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
         async for event in stream.events():
             raw = event.message
             msg = Message(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
-            try:
-                outcome = processor.process(msg)
-            except Exception as exc:  # noqa: BLE001 - never crash the agent; the DLQ keeps the message
-                outcome = processor.internal_error(msg, exc)
+            outcome = await processor.apply_message(msg)
             for record in outcome.records:
                 await send(record)
             for change in outcome.changes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from faust.exceptions import PartitionsMismatch
 
 from streams import events as ev
 from streams import topics
@@ -98,3 +99,44 @@ def test_redelivered_input_republishes_the_same_ids() -> None:
     again = by_topic(proc.process(expire).records)[topics.TIMER_EVENTS]
     assert [e["id"] for e in first] == [e["id"] for e in again] == ["a1:completed"]
     assert decode_state(proc.table[b"a1"]).version == 2
+
+
+class FailingTable(dict[bytes, bytes]):
+    """A table whose writes fail the way Faust's do before it knows the changelog's partitions
+    (or with a given exception), `failures` times."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        super().__init__()
+        self.failures = failures
+        self.error = error
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        super().__setitem__(key, value)
+
+
+async def test_a_table_failure_holds_the_message_and_retries_instead_of_dead_lettering() -> None:
+    proc = processor()
+    proc.table = FailingTable(3, PartitionsMismatch("the changelog has 0 partitions"))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    outcome = await proc.apply_message(message(ev.AuctionStarted("a1", T0, T0 + 60_000, POLICY, "m1")), sleep)
+    assert slept == [0.5, 1.0, 2.0]
+    assert decode_state(proc.table[b"a1"]).version == 1
+    assert topics.DLQ not in by_topic(outcome.records)
+    assert [c.kind for c in outcome.changes] == ["registered"]
+
+
+async def test_a_bug_met_by_one_message_dead_letters_it_and_moves_on() -> None:
+    proc = processor()
+    proc.table = FailingTable(1, RuntimeError("a bug"))
+    outcome = await proc.apply_message(message(ev.AuctionStarted("a1", T0, T0 + 60_000, POLICY, "m1"), offset=7))
+    [dlq] = by_topic(outcome.records)[topics.DLQ]
+    assert (dlq["data"]["reason"], dlq["data"]["offset"]) == ("internal_error", 7)
+    assert "RuntimeError: a bug" in dlq["data"]["detail"]
+    assert proc.table == {}

@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.kafka_server import KafkaCluster
-from streams.topic_admin import described_when_ready
+from streams.topic_admin import described_by_every_broker
 from tests.support.waiting import eventually
 
 
@@ -17,9 +17,9 @@ async def test_rf3_topic_accepts_acks_all(kafka3: KafkaCluster) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic("replicated", 4, 3, topic_configs={"min.insync.replicas": "2"})])
-        described = await described_when_ready(admin, ["replicated"])
     finally:
         await admin.close()
+    described = await described_by_every_broker(kafka3.bootstrap, ["replicated"])
     partitions = described[0]["partitions"]
     assert len(partitions) == 4
     assert all(len(p["replicas"]) == 3 for p in partitions)

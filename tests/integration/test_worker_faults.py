@@ -15,11 +15,12 @@ from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import topics
 from tests.support.events import now_ms, record
-from tests.support.kafka import TopicWatcher, kafka_io, produce
+from tests.support.kafka import TopicWatcher, kafka_io, produce, stable_members
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
 POLICY = ev.Policy(soft_close_window_ms=1_000, extension_ms=1_000, max_extension_ms=10_000)
+APP = "auction-timer"  # the workers' consumer group (AUCTION_TIMER_APP_ID's default)
 
 
 def completions(watch: TopicWatcher) -> dict[str, list[dict]]:
@@ -86,14 +87,15 @@ async def test_two_workers_one_stopped_every_auction_completes_once(stack: Stack
     stack.start_worker("w1")
     second = stack.start_worker("w2")
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
-        probe_end = now_ms() + 60_000
-        await produce(producer, record(ev.AuctionStarted("probe", now_ms(), probe_end, POLICY, "m")))
-        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["auction_id"] == "probe", 90)
+        # Both workers in the group, its partitions split between them, before any auction.
+        async def both_in_the_group() -> bool:
+            return await stable_members(stack.kafka.bootstrap, APP) == 2
 
+        await eventually(both_in_the_group, 90, "both workers in the group")
         base = now_ms()
         ends = {f"pair-{i}": base + 3_000 + 300 * i for i in range(30)}
         await produce(producer, *(record(ev.AuctionStarted(a, base, e, POLICY, "m")) for a, e in ends.items()))
-        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 30, count=31)
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 60, count=30)
 
         await wait_all_completed(watch, {a: e for a, e in list(ends.items())[:5]}, 30)
         second.stop()  # mid-run: its partitions move to the first worker

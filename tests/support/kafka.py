@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import outputs
-from streams.topic_admin import partition_counts
+from streams.topic_admin import described_by_every_broker
 from tests.support.waiting import eventually
 
 Doc = dict[str, Any]
@@ -30,22 +31,30 @@ class Seen:
 async def reading_from_start(bootstrap: str, topics: tuple[str, ...], **options: Any) -> AIOKafkaConsumer:
     """A started consumer of every partition of `topics`, from the earliest offset.
 
-    It waits until the topics exist (the worker creates them as it starts) and assigns their
-    partitions explicitly. Subscribing instead fails when the broker answering the consumer's
-    metadata request has not yet heard of a just-created topic, and aiokafka's stop after that
-    failed start can hang (seen once in CI, three brokers)."""
-
-    async def counts() -> dict[str, int]:
-        found = await partition_counts(bootstrap, list(topics))
-        return found if set(found) == set(topics) else {}
-
-    partitions = await eventually(counts, 90, f"topics {', '.join(topics)} to exist")
+    It waits until every broker knows the topics (the worker creates them as it starts) and
+    assigns their partitions explicitly. Subscribing instead fails when the broker answering the
+    consumer's metadata request has not yet heard of a just-created topic, and aiokafka's stop
+    after that failed start can hang (seen once in CI, three brokers)."""
+    described = await described_by_every_broker(bootstrap, list(topics), timeout=90)
+    partitions = {t["topic"]: len(t["partitions"]) for t in described}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000, **options
     )
     consumer.assign([TopicPartition(topic, p) for topic, n in partitions.items() for p in range(n)])
     await consumer.start()
     return consumer
+
+
+async def stable_members(bootstrap: str, group: str) -> int:
+    """How many members the consumer group has, once a rebalance has settled (0 meanwhile)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    [described] = response.to_object()["groups"]
+    return len(described["members"]) if described["state"] == "Stable" else 0
 
 
 @dataclass
