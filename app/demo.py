@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from app.settings import Settings
 from infra.kafka_server import KafkaCluster
 from infra.ports import free_port
-from infra.process import ServerProcess, http_ok, wait_until
+from infra.process import ServerProcess, gateway_feed_live, wait_until
 from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import outputs
@@ -101,7 +101,7 @@ def run(settings: Settings, duration_s: float | None) -> int:
             proc = ServerProcess(name, [sys.executable, "-m", "app.cli", name], root / f"{name}.log", env=env)
             proc.start()
             services.append(proc)
-        wait_until(lambda: http_ok(f"{base_url}/healthz"), 60, f"the gateway at {base_url}", alive=services[-1].running)
+        wait_until(lambda: gateway_feed_live(base_url), 60, f"the gateway at {base_url}", alive=services[-1].running)
         print(
             f"\nrunning:\n  Kafka     {kafka.bootstrap}  (log {kafka.nodes[0].data_dir / 'server.log'})\n"
             f"  Redis     {redis.url}  (AOF in {redis.data_dir})\n"

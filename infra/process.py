@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -107,12 +108,13 @@ class ServerProcess:
         return InfraError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
 
 
-def http_ok(url: str) -> bool:
-    """Does `url` answer 200 right now? (A server that is still starting does not.)"""
+def gateway_feed_live(base_url: str) -> bool:
+    """Does the gateway at `base_url` answer /readyz with its Kafka feed live? From then on it
+    misses no tick (a gateway that only answers /healthz may still be fixing its offsets)."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+            return json.loads(response.read()).get("kafka") is True
+    except (OSError, ValueError):  # refused while starting, HTTPError for a 503, a partial body
         return False
 
 

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from infra.kafka_server import KafkaCluster
 from infra.ports import free_port
-from infra.process import ServerProcess, wait_until
+from infra.process import ServerProcess, gateway_feed_live, wait_until
 from infra.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def feed_is_live(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-            return orjson.loads(response.read()).get("kafka") is True
-    except OSError:  # refused while starting; HTTPError for a 503
-        return False
 
 
 @dataclass
@@ -74,7 +63,7 @@ class Stack:
         port = port or free_port()
         proc = self.start(name, ["gateway"], AUCTION_TIMER_GATEWAY_PORT=str(port), **extra)
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: feed_is_live(url), 60, f"the gateway's live feed on port {port}", alive=proc.running)
+        wait_until(lambda: gateway_feed_live(url), 60, f"the gateway's live feed on port {port}", alive=proc.running)
         return proc, url
 
     def stop_all(self) -> None:
