@@ -73,7 +73,6 @@ class TimerProcessor:
     clock: Callable[[], int] = wall_ms
 
     def process(self, msg: Message) -> Outcome:
-        EVENTS.labels(msg.topic).inc()
         try:
             env = decode(msg.topic, msg.value, self.max_event_bytes)
         except InvalidEvent as exc:
@@ -104,6 +103,7 @@ class TimerProcessor:
         """`process`, for the agent: a failure of the table or of Kafka holds this message (and
         its partition) and retries it with backoff; any other exception is a bug this message
         met, and the message is dead-lettered so the partition moves on."""
+        EVENTS.labels(msg.topic).inc()
         delay = RETRY_FIRST_S
         while True:
             try:

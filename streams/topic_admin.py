@@ -40,8 +40,8 @@ async def described_by_every_broker(bootstrap: str, names: list[str], timeout: f
     """Wait until every broker describes every topic of `names` with a leader on each partition;
     returns the descriptions. A created topic reaches each broker's metadata in its own time (a
     moment on three brokers), and a Faust consumer that first asks a broker still without the
-    table's changelog sees it with no partitions and never looks again: every write to the table
-    then fails. Starting the worker only after this wait closes that window."""
+    table's changelog sees it with no partitions until its next metadata refresh (minutes): every
+    write to the table fails meanwhile. Starting the worker only after this wait closes that window."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await client.bootstrap()
     try:
