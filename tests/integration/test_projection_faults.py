@@ -16,12 +16,11 @@ from streams import topics
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.projection import table_and_mismatches
-from tests.support.stack import Stack
+from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
 
 # Window as long as the extension: every bid while the auction runs extends it again.
 LONG = ev.Policy(soft_close_window_ms=900_000, extension_ms=900_000, max_extension_ms=86_400_000)
-APP = "auction-timer"
 BID_PACE_S = 0.05  # the load generator's pace (ten bids every 50 ms), not a synchronisation
 
 
@@ -40,7 +39,7 @@ async def whole(stack: Stack, client: aioredis.Redis, prefix: str, timeout: floa
     keys = Keys(stack.key_prefix)
 
     async def probe() -> float:
-        table, problems = await table_and_mismatches(stack.kafka.bootstrap, APP, client, keys, prefix)
+        table, problems = await table_and_mismatches(stack.kafka.bootstrap, APP_ID, client, keys, prefix)
         return time.monotonic() if table and not problems else 0.0
 
     return await eventually(probe, timeout, f"the projection of {prefix} auctions to match the table", interval=0.1)
@@ -147,7 +146,7 @@ async def test_sentinel_failover_while_bids_extend(sentinel_stack: Stack, redis_
         sent = await bids
         repaired = await whole(stack, client, "fo", 30)
         took = repaired - promoted
-        table, _ = await table_and_mismatches(stack.kafka.bootstrap, APP, client, keys, "fo")
+        table, _ = await table_and_mismatches(stack.kafka.bootstrap, APP_ID, client, keys, "fo")
         print(f"Sentinel failover with {sent} bids in flight: projection whole {took * 1000:.0f} ms after promotion")
         assert took <= 5.0
         # Remaining duration read from Redis vs the table, per auction (the product's 5 s bar).

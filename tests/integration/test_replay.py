@@ -26,11 +26,10 @@ from streams.replay import Progress, Window, fold, read_inputs
 from tests.support.events import now_ms, raw_event, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.projection import mismatches
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import APP_ID, ROOT, Stack
 from tests.support.waiting import eventually
 
 POLICY = ev.Policy(soft_close_window_ms=3_000, extension_ms=3_000, max_extension_ms=60_000)
-APP = "auction-timer"
 
 
 @dataclass
@@ -83,7 +82,7 @@ async def live_run(
             client = aioredis.Redis(port=redis_server.port, decode_responses=True)
 
             async def settled() -> bool:
-                table = await read_table(kafka_module.bootstrap, APP)
+                table = await read_table(kafka_module.bootstrap, APP_ID)
                 return len(table) == 4 and not await mismatches(client, Keys(stack.key_prefix), table)
 
             await eventually(settled, 30, "the table and the projection to settle")
@@ -106,7 +105,7 @@ async def test_replay_equals_the_live_table_and_verify_passes(live_run: LiveRun)
     bootstrap = live_run.stack.kafka.bootstrap
     records, partitions = await read_inputs(bootstrap, Window(), None, Progress())
     replayed = fold(records, partitions, 65_536)
-    assert replayed.states == await read_table(bootstrap, APP)
+    assert replayed.states == await read_table(bootstrap, APP_ID)
     assert replayed.rejected == {"not_json": 1, "missing_field": 1, "unknown_auction": 1}
     result = await asyncio.to_thread(replay_cli, live_run, "--verify")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -16,11 +16,10 @@ from streams import events as ev
 from streams import topics
 from tests.support.events import now_ms, record
 from tests.support.kafka import TopicWatcher, kafka_io, produce, stable_members
-from tests.support.stack import Stack
+from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
 
 POLICY = ev.Policy(soft_close_window_ms=1_000, extension_ms=1_000, max_extension_ms=10_000)
-APP = "auction-timer"  # the workers' consumer group (AUCTION_TIMER_APP_ID's default)
 
 
 def completions(watch: TopicWatcher) -> dict[str, list[dict]]:
@@ -89,7 +88,7 @@ async def test_two_workers_one_stopped_every_auction_completes_once(stack: Stack
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
         # Both workers in the group, its partitions split between them, before any auction.
         async def both_in_the_group() -> bool:
-            return await stable_members(stack.kafka.bootstrap, APP) == 2
+            return await stable_members(stack.kafka.bootstrap, APP_ID) == 2
 
         await eventually(both_in_the_group, 90, "both workers in the group")
         base = now_ms()

@@ -13,6 +13,8 @@ from infra.process import ServerProcess, gateway_feed_live, wait_until
 from infra.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
+APP_ID = "auction-timer"  # AUCTION_TIMER_APP_ID's default, which the stack's workers run with:
+# their consumer group and the prefix of the table's changelog
 
 
 @dataclass
