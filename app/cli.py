@@ -29,17 +29,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
     from prometheus_client import start_http_server
 
+    from app.worker import build_worker_app
     from streams.topic_admin import ensure_topics
-    from streams.worker import create_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    replication = asyncio.run(ensure_topics(settings))
+    replication = asyncio.run(ensure_topics(settings.topic_plan()))
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1" if args.local_metrics else "0.0.0.0")
     # Fewer, cheaper collections: the worker allocates many short-lived objects per event,
     # and a young-generation threshold of 700 would collect every few hundred messages.
     gc.set_threshold(50_000, 20, 100)
-    app, _ = create_app(settings, replication)
+    app, _ = build_worker_app(settings, replication)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
@@ -56,7 +56,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from streams.topic_admin import ensure_topics
 
     try:
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.topic_plan()))
     except AuctionTimerError as exc:
         # The gateway serves from Redis while Kafka is away; the feed reconnects by itself.
         logging.getLogger("auction_timer.gateway").warning("starting without Kafka: %s", exc)

@@ -22,7 +22,7 @@ from infra.process import ServerProcess, gateway_feed_live, wait_until
 from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import outputs
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 from streams.tracing import new_traceparent
 
 SOURCE = "urn:auction-timer:demo"

@@ -10,14 +10,14 @@ from typing import Any, TextIO
 import orjson
 import redis.asyncio as aioredis
 
+from app.redis_client import connect
 from app.settings import Settings
 from projections.keys import Keys
-from projections.redis_client import connect
 from projections.store import Projected, ProjectionStore, belongs_in_redis
 from projections.verify import field_diff, redis_differences
 from streams.changelog import read_table
-from streams.processor import wall_ms
-from streams.replay import Progress, Replayed, Window, fold, read_inputs
+from streams.clock import wall_ms
+from streams.replay import Progress, Replayed, Window, read_inputs, reprocess
 from streams.state import TimerState
 
 BATCH = 500
@@ -42,7 +42,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.st
     records, partitions = await read_inputs(
         settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress()
     )
-    replayed = fold(records, partitions, settings.max_event_bytes, wall_ms)
+    replayed = reprocess(records, partitions, settings.max_event_bytes, wall_ms)
     print(
         f"replayed {len(records)} events into {len(replayed.states)} auctions, {len(replayed.timeline)} transitions"
         + (f"; rejected {dict(replayed.rejected)}" if replayed.rejected else ""),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import SettingsError
+from streams.topic_admin import TopicPlan
 
 PREFIX = "AUCTION_TIMER_"
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$")
@@ -178,6 +179,9 @@ class Settings:
                 ) from None
         values.update(overrides)
         return cls(**values)
+
+    def topic_plan(self) -> TopicPlan:
+        return TopicPlan(self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict for logs, secrets replaced."""

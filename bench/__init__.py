@@ -1,1 +1,2 @@
-"""Benchmarks: each measures one target from DESIGN.md on this machine and writes bench/results/<name>.json."""
+"""Benchmarks: each measures one target of the README's results table on this machine and
+writes bench/results/<name>.json."""

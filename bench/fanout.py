@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 from bench.common import stack, summary, write
 from bench.metrics_scrape import histogram_quantile, scrape
 from streams import outputs
+from streams.clock import wall_ms
 from streams.fold import apply
-from streams.processor import wall_ms
 from tests.support.events import envelope, started
 
 CLIENT_PROCESSES = 2

@@ -17,7 +17,7 @@ from bench.metrics_scrape import scrape
 from infra.ports import free_port
 from streams import events as ev
 from streams import outputs, topics
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 from streams.tracing import new_traceparent
 
 BIDS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
@@ -54,7 +54,11 @@ def main() -> dict[str, object]:
         from streams.topic_admin import ensure_topics
         from tests.support.gateway import gateway_settings
 
-        asyncio.run(ensure_topics(gateway_settings(s.kafka.bootstrap, s.redis.url if s.redis else "", s.key_prefix)))
+        asyncio.run(
+            ensure_topics(
+                gateway_settings(s.kafka.bootstrap, s.redis.url if s.redis else "", s.key_prefix).topic_plan()
+            )
+        )
         t0 = time.monotonic()
         asyncio.run(produce_all(s.kafka.bootstrap))
         print(f"produced {BIDS} bids in {time.monotonic() - t0:.1f}s", flush=True)

@@ -19,7 +19,7 @@ from infra.redis_server import MASTER_NAME, RedisSentinelGroup
 from projections.keys import Keys
 from streams import events as ev
 from streams import outputs, topics
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 from streams.tracing import new_traceparent
 from tests.support.kafka import TopicWatcher
 from tests.support.projection import table_and_mismatches

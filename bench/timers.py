@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from bench.common import stack, summary, write
 from streams import events as ev
 from streams import outputs, topics
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 from streams.tracing import new_traceparent
 from tests.support.kafka import reading_from_start
 

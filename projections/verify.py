@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.store import FIELDS, Projected, ProjectionStore, belongs_in_redis
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 from streams.state import TimerState
 
 BATCH = 500

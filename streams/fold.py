@@ -2,7 +2,7 @@
 
 `apply(state, envelope) -> (new_state, effects)` does no I/O and reads no clock:
 time comes from the events, so the live worker and an offline replay agree.
-Rules (DESIGN.md, "The timer fold"):
+Rules:
 
 - Registration is idempotent: the same event id, or the same times and policy,
   change nothing and are audited as duplicates; different times are rejected.

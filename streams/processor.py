@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
@@ -22,6 +22,7 @@ from faust.exceptions import FaustError
 
 from streams import effects as fx
 from streams import outputs
+from streams.clock import wall_ms
 from streams.decode import decode
 from streams.errors import InvalidEvent
 from streams.fold import apply
@@ -40,10 +41,6 @@ NOT_THE_MESSAGES_FAULT = (FaustError, KafkaError)
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default (murmur2) partitioner: where a producer keyed by auction_id puts it."""
     return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +98,8 @@ class TimerProcessor:
 
     async def apply_message(self, msg: Message, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Outcome:
         """`process`, for the agent: a failure of the table or of Kafka holds this message (and
-        its partition) and retries it with backoff; any other exception is a bug this message
+        with it every partition of this worker, since the agent folds them all in one loop) and
+        retries it with backoff; any other exception is a bug this message
         met, and the message is dead-lettered so the partition moves on."""
         EVENTS.labels(msg.topic).inc()
         delay = RETRY_FIRST_S
@@ -128,24 +126,27 @@ class TimerProcessor:
         now = self.clock()
         out = Outcome()
         for effect in effects:
-            if isinstance(effect, fx.TimerChanged):
-                out.records.append(outputs.timer_event(effect, now))
-                out.changes.append(effect)
-                if not effect.redelivery:
-                    TRANSITIONS.labels(effect.kind).inc()
-                    if effect.kind == "completed":
-                        COMPLETION_LATENESS.observe(max(0, now - effect.state.ends_at_ms))
-                    log_change(effect)
-            elif isinstance(effect, fx.Audited):
-                out.records.append(outputs.audit(effect, now))
-            elif isinstance(effect, fx.Tracked):
-                out.records.append(outputs.analytics(effect, now))
-            elif isinstance(effect, fx.Rejected):
-                rejection = self._reject(msg, effect.reason, effect.detail, None, traceparent)
-                out.records += rejection.records
-                out.rejected += rejection.rejected
-            else:
-                out.reconcile.append(effect.auction_id)
+            match effect:
+                case fx.TimerChanged():
+                    out.records.append(outputs.timer_event(effect, now))
+                    out.changes.append(effect)
+                    if not effect.redelivery:
+                        TRANSITIONS.labels(effect.kind).inc()
+                        if effect.kind == "completed":
+                            COMPLETION_LATENESS.observe(max(0, now - effect.state.ends_at_ms))
+                        log_change(effect)
+                case fx.Audited():
+                    out.records.append(outputs.audit(effect, now))
+                case fx.Tracked():
+                    out.records.append(outputs.analytics(effect, now))
+                case fx.Rejected():
+                    rejection = self._reject(msg, effect.reason, effect.detail, None, traceparent)
+                    out.records += rejection.records
+                    out.rejected += rejection.rejected
+                case fx.ReconcileRequested():
+                    out.reconcile.append(effect.auction_id)
+                case _:
+                    assert_never(effect)
         return out
 
     def _reject(self, msg: Message, reason: str, detail: str, field_name: str | None, traceparent: str) -> Outcome:

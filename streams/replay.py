@@ -157,7 +157,9 @@ class Replayed:
     rejected: Counter[str]
 
 
-def fold(records: list[Input], partitions: int, max_event_bytes: int, clock: Callable[[], int] = lambda: 0) -> Replayed:
+def reprocess(
+    records: list[Input], partitions: int, max_event_bytes: int, clock: Callable[[], int] = lambda: 0
+) -> Replayed:
     """Run the worker's processor over the records, each auction's in log order."""
     logging.getLogger("auction_timer.processor").setLevel(logging.ERROR)  # rejections are counted instead
     table: dict[bytes, bytes] = {}

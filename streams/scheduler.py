@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from streams import events as ev
 from streams import outputs
+from streams.clock import wall_ms
 from streams.metrics import ACTIVE_TIMERS, COMMANDS_SENT, TICK_DELAY
-from streams.processor import wall_ms
 from streams.schedule import Due, Schedule
 from streams.state import TimerState
 from streams.tracing import child_traceparent

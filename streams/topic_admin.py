@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,16 +13,15 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from app.settings import Settings
 from streams import topics
 from streams.errors import InfraError, SettingsError
 
 log = logging.getLogger("auction_timer.topics")
 
 
-def replication_for(settings: Settings, brokers: int) -> int:
-    """The configured factor, or with `auto` three copies where the cluster has three brokers."""
-    factor = settings.replication_factor or min(3, brokers)
+def replication_for(configured: int, brokers: int) -> int:
+    """The configured factor, or with `auto` (0) three copies where the cluster has three brokers."""
+    factor = configured or min(3, brokers)
     if factor > brokers:
         raise SettingsError(
             f"AUCTION_TIMER_REPLICATION_FACTOR={factor} but the cluster has {brokers} broker(s); lower it or use auto"
@@ -86,30 +86,39 @@ async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
-async def ensure_topics(settings: Settings) -> int:
+@dataclass(frozen=True, slots=True)
+class TopicPlan:
+    """What the worker needs of the cluster: where it is, the partition count of every topic,
+    the replication factor (0 = auto) and the app id that names the table's changelog."""
+
+    bootstrap: str
+    partitions: int
+    replication: int
+    app_id: str
+
+
+async def ensure_topics(plan: TopicPlan) -> int:
     """Create any missing topic (the table's changelog included), wait until every broker knows
     them all, and check that the input topics and the changelog have the configured partition
     count (co-partitioning with the table depends on it). Returns the replication factor in use."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=plan.bootstrap, request_timeout_ms=15000)
     try:
         await admin.start()
     except KafkaConnectionError as exc:
-        raise SettingsError(
-            f"cannot reach Kafka at AUCTION_TIMER_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: {exc}"
-        ) from exc
+        raise SettingsError(f"cannot reach Kafka at AUCTION_TIMER_KAFKA_BOOTSTRAP={plan.bootstrap}: {exc}") from exc
     try:
         cluster = await admin.describe_cluster()
-        replication = replication_for(settings, len(cluster["brokers"]))
+        replication = replication_for(plan.replication, len(cluster["brokers"]))
         existing = set(await admin.list_topics())
         # The table's changelog too, rather than leaving it to Faust: it then exists, compacted,
         # replicated like the rest and known to every broker before the worker's first rebalance.
-        changelog = topics.changelog_topic(settings.app_id)
+        changelog = topics.changelog_topic(plan.app_id)
         configs = {**topics.TOPIC_CONFIGS, changelog: topics.CHANGELOG_CONFIG}
         names = [*topics.ALL_TOPICS, changelog]
         missing = [
             NewTopic(
                 name,
-                settings.topic_partitions,
+                plan.partitions,
                 replication,
                 topic_configs=topic_config(configs.get(name, {}), replication),
             )
@@ -119,18 +128,18 @@ async def ensure_topics(settings: Settings) -> int:
         for new in missing:
             try:
                 await admin.create_topics([new])
-                log.info("created topic", extra={"topic": new.name, "partitions": settings.topic_partitions})
+                log.info("created topic", extra={"topic": new.name, "partitions": plan.partitions})
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
         co_partitioned = [*topics.INPUT_TOPICS, changelog]
-        for topic in await described_by_every_broker(settings.kafka_bootstrap, names):
+        for topic in await described_by_every_broker(plan.bootstrap, names):
             if topic["topic"] not in co_partitioned:
                 continue
             count = len(topic["partitions"])
-            if count != settings.topic_partitions:
+            if count != plan.partitions:
                 raise SettingsError(
                     f"topic {topic['topic']} has {count} partitions but AUCTION_TIMER_TOPIC_PARTITIONS="
-                    f"{settings.topic_partitions}; every input topic and the table's changelog must have the same count"
+                    f"{plan.partitions}; every input topic and the table's changelog must have the same count"
                 )
         return replication
     finally:

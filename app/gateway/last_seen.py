@@ -20,7 +20,8 @@ class LastSeen:
 
     def update(self, state: dict[str, Any]) -> bool:
         """Keep `state` if it is at least as new as what we hold; True when it was kept.
-        Fields a tick does not carry (the policy) are kept from the timer event before it."""
+        Fields only timer events carry (kind, cause, previous_ends_at_ms) are kept when a tick of
+        the same version follows."""
         auction_id = state["auction_id"]
         current = self.states.get(auction_id)
         if current is not None and current["version"] > state["version"]:

@@ -19,11 +19,11 @@ from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
 from app.gateway.security import ConnectionCap, RateLimiter
 from app.gateway.timers import Timers
+from app.redis_client import connect
 from app.settings import Settings
 from projections.keys import Keys
-from projections.redis_client import connect
 from projections.store import ProjectionStore
-from streams.processor import wall_ms
+from streams.clock import wall_ms
 
 log = logging.getLogger("auction_timer.gateway")
 MAX_BODY_BYTES = 4096
@@ -56,7 +56,7 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def create_app(settings: Settings) -> web.Application:
+def build_gateway_app(settings: Settings) -> web.Application:
     clock = wall_ms
     hub = Hub(clock)
     memory = LastSeen(settings.ended_ttl_s)
@@ -121,7 +121,7 @@ async def prune(gw: Gateway) -> None:
 
 def run(settings: Settings) -> None:
     web.run_app(
-        create_app(settings),
+        build_gateway_app(settings),
         host=settings.gateway_host,
         port=settings.gateway_port,
         access_log=None,

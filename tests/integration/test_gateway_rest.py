@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.gateway.context import GATEWAY
-from app.gateway.server import create_app
+from app.gateway.server import build_gateway_app
 from app.settings import Settings
 from infra.kafka_server import KafkaCluster
 from infra.redis_server import RedisServer
@@ -27,13 +27,13 @@ from tests.support.waiting import eventually
 @pytest.fixture
 async def settings(kafka_module: KafkaCluster, redis_server: RedisServer, key_prefix: str) -> Settings:
     s = gateway_settings(kafka_module.bootstrap, redis_server.url, key_prefix, sync_rate_per_min=5)
-    await ensure_topics(s)
+    await ensure_topics(s.topic_plan())
     return s
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(build_gateway_app(settings))
 
 
 async def test_get_timer_from_the_projection(client: TestClient, settings: Settings) -> None:

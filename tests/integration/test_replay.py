@@ -22,7 +22,7 @@ from projections.store import FIELDS
 from streams import events as ev
 from streams import topics
 from streams.changelog import read_table
-from streams.replay import Progress, Window, fold, read_inputs
+from streams.replay import Progress, Window, read_inputs, reprocess
 from tests.support.events import now_ms, raw_event, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.projection import mismatches
@@ -104,7 +104,7 @@ def replay_cli(run: LiveRun, *args: str, **env: str) -> subprocess.CompletedProc
 async def test_replay_equals_the_live_table_and_verify_passes(live_run: LiveRun) -> None:
     bootstrap = live_run.stack.kafka.bootstrap
     records, partitions = await read_inputs(bootstrap, Window(), None, Progress())
-    replayed = fold(records, partitions, 65_536)
+    replayed = reprocess(records, partitions, 65_536)
     assert replayed.states == await read_table(bootstrap, APP_ID)
     assert replayed.rejected == {"not_json": 1, "missing_field": 1, "unknown_auction": 1}
     result = await asyncio.to_thread(replay_cli, live_run, "--verify")

@@ -20,7 +20,7 @@ async def test_every_broker_knows_every_topic_and_the_changelog_when_ensure_topi
     kafka3: KafkaCluster,
 ) -> None:
     settings = Settings.from_env({"AUCTION_TIMER_KAFKA_BOOTSTRAP": kafka3.bootstrap})
-    assert await ensure_topics(settings) == 3
+    assert await ensure_topics(settings.topic_plan()) == 3
     changelog = topics.changelog_topic(settings.app_id)
     # No waiting allowed: each broker, asked on its own, already has a leader for every partition.
     described = await described_by_every_broker(kafka3.bootstrap, [*topics.ALL_TOPICS, changelog], timeout=0)
@@ -45,4 +45,4 @@ async def test_a_changelog_with_another_partition_count_stops_the_start(kafka: K
     finally:
         await admin.close()
     with pytest.raises(SettingsError, match=f"{app_id}-timers-changelog has 4 partitions"):
-        await ensure_topics(settings)
+        await ensure_topics(settings.topic_plan())

@@ -11,12 +11,12 @@ from prometheus_client import REGISTRY
 
 import app.gateway.metrics
 import app.gateway.outbox
+import app.worker
 import projections.metrics
 import streams.metrics
-import streams.worker
 
 # Importing these registers every metric the service exports.
-METRIC_MODULES = (app.gateway.metrics, app.gateway.outbox, projections.metrics, streams.metrics, streams.worker)
+METRIC_MODULES = (app.gateway.metrics, app.gateway.outbox, projections.metrics, streams.metrics, app.worker)
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"\b(auctions_[a-z_]+?)(?:_bucket|_count|_sum|_total)?\b")

@@ -1,7 +1,9 @@
-"""The Faust worker: one agent folds the input topics into the changelog-backed timer table.
+"""The worker's composition root: the Faust app, its agent over the input topics, the
+changelog-backed timer table, the scheduler and the Redis projection, wired together.
 
-The agent runs with concurrency 1 (Faust may commit past an in-flight message
-otherwise) over all four input topics, which are co-partitioned with the table.
+The agent runs with concurrency 1: each auction's inputs must be folded one after another,
+in order, because each fold reads the state the previous one wrote. The four input topics
+are co-partitioned with the table.
 The scheduler follows the table partitions this worker actively owns.
 """
 
@@ -16,15 +18,16 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import Gauge
 
+from app.redis_client import connect
 from app.settings import Settings
 from projections.consumer import ProjectionConsumer
 from projections.keys import Keys
 from projections.reconciler import Reconciler
-from projections.redis_client import connect
 from projections.store import ProjectionStore
 from streams import outputs, topics
+from streams.clock import wall_ms
 from streams.metrics import ACTIVE_TIMERS
-from streams.processor import Message, TimerProcessor, partition_for, wall_ms
+from streams.processor import Message, TimerProcessor, partition_for
 from streams.producer import LazyProducer
 from streams.scheduler import Scheduler
 from streams.state import decode_state
@@ -51,7 +54,7 @@ class TimerApp(faust.App):
         return IdempotentTransport(self.conf.broker_producer, self)
 
 
-def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:
+def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:
     partitions = settings.topic_partitions
     app = TimerApp(
         settings.app_id,
@@ -93,7 +96,7 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
     reconciler = Reconciler(store, settings.reconcile_interval_s, send, wall_ms)
 
     @app.agent(channel, concurrency=1)
-    async def fold(stream: faust.StreamT[bytes]) -> None:
+    async def process_inputs(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             raw = event.message
             msg = Message(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
@@ -109,15 +112,20 @@ def create_app(settings: Settings, replication: int) -> tuple[TimerApp, Schedule
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}
 
+    frozen: list[bool] = []
+
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
         states = [decode_state(v) for k, v in table.items() if v and partition_for(k, partitions) in owned]
         scheduler.rebuild(owned, states)
         reconciler.rebuild(states)
-        # The restored table is long-lived: keep it out of the collector's way, so full
-        # collections (which otherwise walk every timer) do not stall deadlines.
-        gc.freeze()
+        if not frozen:
+            # The first restored table is long-lived: keep it out of the collector's way, so full
+            # collections (which otherwise walk every timer) do not stall deadlines. Once only:
+            # every freeze pins whatever is alive at that moment for the rest of the process.
+            gc.freeze()
+            frozen.append(True)
         READY.set(1)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends the revoked set.
