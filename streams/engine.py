@@ -36,7 +36,7 @@ from streams import outputs, topics
 from streams.clock import Clock, wall_ms
 from streams.delivery import Delivery
 from streams.message import Message
-from streams.metrics import COMPLETION_LATENESS, HELD_INPUTS
+from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_INPUTS
 from streams.order import Merger
 from streams.processor import TimerProcessor
 from streams.state import TimerState, encode_state
@@ -209,7 +209,9 @@ class Engine:
         records: list[outputs.Record] = []
         batches: dict[Batch, int] = {}
         completions: list[TimerState] = []
+        per_topic: dict[str, int] = {}
         for msg, batch in ready:
+            per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
             try:
                 outcome = self.processor.process(msg)
             except Exception as exc:  # noqa: BLE001 - a bug met this record; the DLQ keeps it
@@ -224,6 +226,8 @@ class Engine:
                 self.on_reconcile(auction_id)
             if msg.topic == topics.BID_PLACED:
                 group.folded_bids_to_ms = max(group.folded_bids_to_ms, msg.timestamp_ms)
+        for topic, count in per_topic.items():
+            EVENTS.labels(topic).inc(count)
         work = Round(records, self.states.take_unwritten(), batches, completions)
         group.rounds.append(work)
         self._spawn(group, self._send_outputs(group, work))

@@ -21,7 +21,7 @@ from streams.decode import decode
 from streams.errors import InvalidEvent
 from streams.fold import NO_LATENESS, Rules, already_applied, apply
 from streams.message import Message
-from streams.metrics import REDELIVERED, REJECTED, TRANSITIONS
+from streams.metrics import LATE_BIDS, REDELIVERED, REJECTED, TRANSITIONS
 from streams.state import TimerState
 from streams.tracing import current_trace_id, derived_traceparent, trace_id_of
 
@@ -116,6 +116,8 @@ class TimerProcessor:
                     TRANSITIONS.labels(effect.kind).inc()
                     log_change(effect)
                 case fx.Audited():
+                    if effect.reason == "late_bid":
+                        LATE_BIDS.inc()
                     record_id = f"{effect.auction_id}:{msg.position}:{effect.action}"
                     out.records.append(outputs.audit(effect, msg.timestamp_ms, record_id))
                 case fx.Tracked():

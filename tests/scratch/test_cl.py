@@ -21,4 +21,5 @@ async def test_changelog_has_all(stack: Stack) -> None:
             t = await read_table(stack.kafka.bootstrap, APP_ID)
             print(len(t))
             return len(t) == 30
+
         await eventually(full, 20, "30 in changelog")
