@@ -167,8 +167,8 @@ async def test_last_second_bids_extend_when_the_worker_was_killed_before_the_dea
 async def test_a_backlog_never_overtakes_its_registrations(stack: Stack) -> None:
     """1,000 registrations and 100,000 valid bids wait in Kafka before the worker starts: none
     is dead-lettered, whatever order the partitions are fetched in."""
+    await ensure_topics(TopicPlan(stack.kafka.bootstrap, 8, 0, APP_ID))
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
-        await ensure_topics(TopicPlan(stack.kafka.bootstrap, 8, 0, APP_ID))
         start = now_ms()
         auctions = [f"backlog-{i}" for i in range(1_000)]
         futures = []

@@ -1,0 +1,128 @@
+"""At least once, provably: no input is committed before everything it caused is in Kafka,
+nothing Kafka acknowledged is lost, and no id ever stands for two contents. Crashes are kill -9
+of a worker while it folds; broker failures stop the leaders under it until writes fail."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import defaultdict
+from functools import partial
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streams import events as ev
+from streams import topics
+from tests.support.events import now_ms, record
+from tests.support.kafka import TopicWatcher, kafka_io, produce
+from tests.support.ledger import discrepancies
+from tests.support.stack import Stack
+from tests.support.waiting import eventually
+
+# Every bid extends: a window longer than the auction and an extension past the current end.
+EXTENDING = ev.Policy(soft_close_window_ms=3_600_000, extension_ms=4_000, max_extension_ms=86_400_000)
+
+
+class BidStream:
+    """Extending bids, round robin over `auctions`, at `rate` a second; counts Kafka's acks."""
+
+    def __init__(self, producer: AIOKafkaProducer, auctions: list[str], rate: float) -> None:
+        self.producer, self.auctions, self.rate = producer, auctions, rate
+        self.acked = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        n = 0
+        while True:
+            rec = record(ev.BidPlaced(self.auctions[n % len(self.auctions)], f"bid-{n}", "u", "1", now_ms()))
+            future = await self.producer.send(rec.topic, rec.value, key=rec.key)
+            future.add_done_callback(self._count)
+            n += 1
+            await asyncio.sleep(1 / self.rate)  # the load's pace
+
+    def _count(self, future: asyncio.Future[object]) -> None:
+        if future.exception() is None:
+            self.acked += 1
+        else:
+            self.failed += 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(KafkaError):
+            await self.producer.flush()
+
+
+def timer_events(watch: TopicWatcher) -> dict[str, dict[str, set[bytes]]]:
+    out: dict[str, dict[str, set[bytes]]] = defaultdict(lambda: defaultdict(set))
+    for seen in watch.seen:
+        if seen.topic == topics.TIMER_EVENTS:
+            out[seen.doc["data"]["auction_id"]][seen.doc["id"]].add(orjson.dumps(seen.doc))
+    return out
+
+
+async def test_kill_9_while_folding_loses_nothing_and_repeats_nothing_differently(stack: Stack) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    worker = stack.start_worker("w", AUCTION_TIMER_WORKER_ID="crashy")
+    watched = (topics.TIMER_EVENTS, topics.AUDIT, topics.ANALYTICS)
+    async with kafka_io(stack.kafka.bootstrap, *watched) as (producer, watch):
+        base = now_ms()
+        auctions = [f"crash-{i}" for i in range(30)]
+        await produce(producer, *(record(ev.AuctionStarted(a, base, base + 4_000, EXTENDING, "m")) for a in auctions))
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 60, count=30)
+        bids = BidStream(producer, auctions, rate=150)  # every auction gets a bid every 0.2 s
+        bids.start()
+        for round_ in range(3):
+            # Busy: let it fold a random stretch of the stream, then kill it mid-work.
+            await eventually(partial(_reached, bids, bids.acked + rng.randint(150, 600)), 60, "more bids in Kafka")
+            folded = len(watch.docs(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "extended"))
+            assert folded > 0 or round_ > 0, "the worker was idle"
+            worker.kill()
+            worker = stack.start_worker("w", AUCTION_TIMER_WORKER_ID="crashy")
+        await eventually(partial(_reached, bids, bids.acked + 300), 60, "bids after the last restart")
+        await bids.stop()
+        # Stop bidding: every auction completes 4 s after its last bid.
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "completed", 120, count=30)
+        await eventually(lambda: _no_discrepancy(stack.kafka.bootstrap), 60, "every owed record published")
+
+        events = timer_events(watch)
+        audits = {
+            (d["data"]["auction_id"], d["data"]["version"], d["data"]["action"]) for d in watch.docs(topics.AUDIT)
+        }
+        tracked = {d["messageId"] for d in watch.docs(topics.ANALYTICS)}
+        for auction in auctions:
+            by_id = events[auction]
+            assert all(len(contents) == 1 for contents in by_id.values()), f"{auction}: an id with two contents"
+            versions = sorted(orjson.loads(next(iter(c)))["data"]["version"] for c in by_id.values())
+            assert versions == list(range(1, versions[-1] + 1)), f"{auction}: versions {versions}"
+            assert f"{auction}:completed" in by_id
+            for contents in by_id.values():
+                doc = orjson.loads(next(iter(contents)))
+                if doc["data"]["kind"] == "extended":
+                    version = doc["data"]["version"]
+                    assert f"{auction}:auction_timer_extended:v{version}" in tracked
+                    assert (auction, version, "extended") in audits
+        total = sum(len(v) for v in events.values())
+        print(f"{bids.acked} bids acknowledged, {total} timer-event ids, 3 kills; seed {seed}")
+
+
+async def _reached(bids: BidStream, target: int) -> bool:
+    return bids.acked >= target
+
+
+async def _no_discrepancy(bootstrap: str) -> bool:
+    problems = await discrepancies(bootstrap)
+    if problems:
+        print(problems[:5])
+    return not problems
