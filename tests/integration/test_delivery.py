@@ -9,17 +9,25 @@ import contextlib
 import random
 from collections import defaultdict
 from functools import partial
+from pathlib import Path
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from infra.kafka_server import KafkaCluster
+from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import topics
+from streams.changelog import read_table
+from streams.replay import Progress, Window, read_inputs, reprocess
+from streams.topic_admin import described_by_every_broker
+from tests.support.committed import committed_to_end
 from tests.support.events import now_ms, record
 from tests.support.kafka import TopicWatcher, kafka_io, produce
 from tests.support.ledger import discrepancies
-from tests.support.stack import Stack
+from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
 
 # Every bid extends: a window longer than the auction and an extension past the current end.
@@ -126,3 +134,60 @@ async def _no_discrepancy(bootstrap: str) -> bool:
     if problems:
         print(problems[:5])
     return not problems
+
+
+async def leader_of(bootstrap: str, topic: str, partition: int) -> int:
+    [described] = await described_by_every_broker(bootstrap, [topic])
+    [info] = [p for p in described["partitions"] if p["partition"] == partition]
+    return int(info["leader"])
+
+
+@pytest.mark.slow
+async def test_brokers_failing_under_the_worker_hold_inputs_and_lose_nothing(
+    kafka3: KafkaCluster, redis_server: RedisServer, tmp_path: Path, key_prefix: str
+) -> None:
+    """Three brokers (RF 3, min.insync.replicas 2). Mid-stream the leader of the changelog and
+    of the outputs stops, then a second broker, so that writes fail for a while; then both come
+    back. Every input ends up committed, and every record each input caused is in Kafka with the
+    one content the log determines; the worker reported the failed deliveries while holding."""
+    stack = Stack(kafka3, redis_server, tmp_path, key_prefix)
+    try:
+        worker = stack.start_worker()
+        async with kafka_io(kafka3.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
+            base = now_ms()
+            auctions = [f"rf3-{i}" for i in range(16)]
+            await produce(
+                producer, *(record(ev.AuctionStarted(a, base, base + 4_000, EXTENDING, "m")) for a in auctions)
+            )
+            await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 90, count=16)
+            bids = BidStream(producer, auctions, rate=60)
+            bids.start()
+            await eventually(partial(_reached, bids, 100), 60, "the stream under way")
+            changelog = topics.changelog_topic(APP_ID)
+            first = await leader_of(kafka3.bootstrap, changelog, 0)
+            events_leader = await leader_of(kafka3.bootstrap, topics.TIMER_EVENTS, 0)
+            second = (
+                events_leader if events_leader != first else next(n.node_id for n in kafka3.nodes if n.node_id != first)
+            )
+            stopped = [n for n in kafka3.nodes if n.node_id in (first, second)]
+            for node in stopped:
+                assert node.process is not None
+                node.process.kill()
+                await eventually(partial(_logged, worker.log_path, "a record was not delivered"), 90, "a held delivery")
+            for node in stopped:
+                kafka3.start_node(node)
+            kafka3.wait_ready(expected=3)
+            await eventually(partial(_reached, bids, bids.acked + 200), 120, "bids after the brokers came back")
+            await bids.stop()
+            await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "completed", 180, count=16)
+            await eventually(partial(committed_to_end, kafka3.bootstrap), 120, "every input committed")
+            await eventually(partial(_no_discrepancy, kafka3.bootstrap), 60, "every owed record published")
+            records, partitions = await read_inputs(kafka3.bootstrap, Window(), None, Progress())
+            assert reprocess(records, partitions, 65_536).states == await read_table(kafka3.bootstrap, APP_ID)
+            print(f"{bids.acked} bids acknowledged ({bids.failed} refused while the brokers were down)")
+    finally:
+        stack.stop_all()
+
+
+async def _logged(path: Path, text: str) -> bool:
+    return text in await asyncio.to_thread(path.read_text)

@@ -12,8 +12,6 @@ import asyncio
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.metrics_scrape import scrape
 from infra.ports import free_port
@@ -22,6 +20,7 @@ from streams import topics
 from streams.changelog import read_table
 from streams.replay import Progress, Window, read_inputs, reprocess
 from streams.topic_admin import TopicPlan, ensure_topics
+from tests.support.committed import committed_to_end, end_offsets
 from tests.support.events import now_ms, record
 from tests.support.kafka import TopicWatcher, kafka_io, produce
 from tests.support.stack import APP_ID, Stack
@@ -111,37 +110,6 @@ async def storm_against_last_second_bids(stack: Stack, kill_worker: bool) -> Non
         table = await read_table(stack.kafka.bootstrap, APP_ID)
         assert {a: replayed.states[a] for a in ends} == {a: table[a] for a in ends}
         assert replayed.states == table
-
-
-async def end_offsets(bootstrap: str, topic: str) -> int:
-    return sum((await end_offsets_by_partition(bootstrap, topic)).values())
-
-
-async def committed_to_end(bootstrap: str) -> bool:
-    """Has the worker's group committed every input partition up to its end?"""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(APP_ID)
-    finally:
-        await admin.close()
-    for topic in topics.INPUT_TOPICS:
-        ends = await end_offsets_by_partition(bootstrap, topic)
-        for tp, end in ends.items():
-            meta = committed.get(tp)
-            if end and (meta is None or meta.offset < end):
-                return False
-    return True
-
-
-async def end_offsets_by_partition(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets([TopicPartition(topic, p) for p in range(8)])
-        return ends
-    finally:
-        await consumer.stop()
 
 
 async def _true(value: bool) -> bool:

@@ -87,9 +87,9 @@ def test_the_same_upstream_event_again_is_a_duplicate_and_changes_nothing() -> N
 
 def test_ids_are_scoped_by_source_and_type() -> None:
     """A cancel whose CloudEvents id equals an earlier bid's is a different event."""
-    state = register()
     extending = placed("a1", T0 + 59_000)
-    state, _ = apply(state, extending)
+    state, _ = apply(register(), extending)
+    assert state is not None
     cancel = replace(envelope(ev.AuctionCancelled("a1", "fraud", "admin-7"), time_ms=T0 + 59_100), id=extending.id)
     cancelled, effects = apply(state, cancel)
     assert cancelled is not None and cancelled.status == "cancelled"
