@@ -20,6 +20,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     InvalidTopicError,
     KafkaError,
+    MessageSizeTooLargeError,
     RecordTooLargeError,
     TopicAuthorizationFailedError,
     UnsupportedVersionError,
@@ -31,6 +32,7 @@ from streams.outputs import Record
 
 log = logging.getLogger("auction_timer.delivery")
 PERMANENT = (
+    MessageSizeTooLargeError,
     RecordTooLargeError,
     TopicAuthorizationFailedError,
     ClusterAuthorizationFailedError,

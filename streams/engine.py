@@ -36,7 +36,7 @@ from streams import outputs, topics
 from streams.clock import Clock, wall_ms
 from streams.delivery import Delivery
 from streams.message import Message
-from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_INPUTS
+from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_GROUPS, HELD_INPUTS
 from streams.order import Merger
 from streams.processor import TimerProcessor
 from streams.state import TimerState, encode_state
@@ -277,11 +277,23 @@ class Engine:
         done, _ = await asyncio.wait({first}, timeout=DELIVERY_PATIENCE_S)
         if done:
             return first.result()
-        group.failing += 1  # slower than a healthy Kafka: hold this group until it is through
+        # Slower than a healthy Kafka: hold this group (fold nothing new of it) until it is through.
+        group.failing += 1
+        HELD_GROUPS.inc()
+        started = self.clock()
+        log.warning(
+            "Kafka has not acknowledged records after %.0f s; holding partition %d",
+            DELIVERY_PATIENCE_S, group.partition, extra={"records": len(records), "partition": group.partition},
+        )  # fmt: skip
         try:
             return await first
         finally:
             group.failing -= 1
+            HELD_GROUPS.dec()
+            log.warning(
+                "Kafka acknowledged the held records; partition %d goes on", group.partition,
+                extra={"held_ms": self.clock() - started, "partition": group.partition},
+            )  # fmt: skip
             if not group.held:
                 self._spawn(group, self._locked_drain(group))
 

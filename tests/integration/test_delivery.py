@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from infra.kafka_server import KafkaCluster
@@ -149,7 +151,7 @@ async def test_brokers_failing_under_the_worker_hold_inputs_and_lose_nothing(
     """Three brokers (RF 3, min.insync.replicas 2). Mid-stream the leader of the changelog and
     of the outputs stops, then a second broker, so that writes fail for a while; then both come
     back. Every input ends up committed, and every record each input caused is in Kafka with the
-    one content the log determines; the worker reported the failed deliveries while holding."""
+    one content the log determines; the worker reported the partitions it held."""
     stack = Stack(kafka3, redis_server, tmp_path, key_prefix)
     try:
         worker = stack.start_worker()
@@ -170,13 +172,15 @@ async def test_brokers_failing_under_the_worker_hold_inputs_and_lose_nothing(
                 events_leader if events_leader != first else next(n.node_id for n in kafka3.nodes if n.node_id != first)
             )
             stopped = [n for n in kafka3.nodes if n.node_id in (first, second)]
-            for node in stopped:
-                assert node.process is not None
-                node.process.kill()
-                await eventually(partial(_logged, worker.log_path, "a record was not delivered"), 90, "a held delivery")
+            [one, two] = stopped
+            assert one.process is not None and two.process is not None
+            one.process.kill()  # the leaders move; with two in-sync replicas left, writes go on
+            await eventually(partial(_reached, bids, bids.acked + 100), 90, "bids with one broker down")
+            two.process.kill()  # one broker left: below min.insync.replicas, every write fails
+            await eventually(partial(_logged, worker.log_path, "holding partition"), 90, "a held partition")
             for node in stopped:
                 kafka3.start_node(node)
-            kafka3.wait_ready(expected=3)
+            await asyncio.to_thread(kafka3.wait_ready, 90.0, 3)
             await eventually(partial(_reached, bids, bids.acked + 200), 120, "bids after the brokers came back")
             await bids.stop()
             await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "completed", 180, count=16)
@@ -189,5 +193,56 @@ async def test_brokers_failing_under_the_worker_hold_inputs_and_lose_nothing(
         stack.stop_all()
 
 
+async def _count_at_least(path: Path, text: str, count: int) -> bool:
+    return (await asyncio.to_thread(path.read_text)).count(text) >= count
+
+
 async def _logged(path: Path, text: str) -> bool:
     return text in await asyncio.to_thread(path.read_text)
+
+
+async def set_topic_config(bootstrap: str, topic: str, **config: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
+
+
+async def committed(bootstrap: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(APP_ID)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta is not None}
+
+
+async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack: Stack) -> None:
+    """The audit topic refuses every record (max.message.bytes below their size: a permanent
+    error). The bids that caused those records are not committed, the refusal is reported as
+    permanent, and once the topic takes records again everything owed is published and the
+    bids are committed."""
+    worker = stack.start_worker()
+    async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
+        base = now_ms()
+        auctions = [f"refused-{i}" for i in range(8)]
+        policy = ev.Policy(soft_close_window_ms=3_600_000, extension_ms=60_000, max_extension_ms=86_400_000)
+        await produce(producer, *(record(ev.AuctionStarted(a, base, base + 30_000, policy, "m")) for a in auctions))
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 60, count=8)
+        await eventually(partial(committed_to_end, stack.kafka.bootstrap), 60, "the registrations committed")
+        before = await committed(stack.kafka.bootstrap, topics.BID_PLACED)
+        await set_topic_config(stack.kafka.bootstrap, topics.AUDIT, **{"max.message.bytes": "64"})
+        await produce(producer, *(record(ev.BidPlaced(a, f"b-{a}", "u", "1", now_ms())) for a in auctions))
+        await eventually(partial(_logged, worker.log_path, "MessageSizeTooLarge"), 60, "the audit records refused")
+        # The extensions' timer events went out; their inputs still may not be committed.
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "extended", 30, count=8)
+        # Retries back off 0.2, 0.4, 0.8, 1.6 s: four refusals span several of Faust's 0.5 s commits.
+        await eventually(partial(_count_at_least, worker.log_path, '"kind":"permanent"', 4), 60, "four refusals")
+        assert await committed(stack.kafka.bootstrap, topics.BID_PLACED) == before
+        await set_topic_config(stack.kafka.bootstrap, topics.AUDIT, **{"max.message.bytes": "1048588"})
+        await eventually(partial(committed_to_end, stack.kafka.bootstrap), 90, "the bids committed")
+        await eventually(partial(_no_discrepancy, stack.kafka.bootstrap), 60, "every owed record published")
+        assert worker.running()
