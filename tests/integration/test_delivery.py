@@ -246,3 +246,28 @@ async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack
         await eventually(partial(committed_to_end, stack.kafka.bootstrap), 90, "the bids committed")
         await eventually(partial(_no_discrepancy, stack.kafka.bootstrap), 60, "every owed record published")
         assert worker.running()
+
+
+async def test_inputs_of_any_size_end_in_the_dlq_and_the_worker_goes_on(stack: Stack) -> None:
+    """A 1 MiB value of NUL bytes (6 MB once JSON-escaped) and a 700 KB key: each gets a bounded
+    DLQ record saying what it left out, and a valid event after them is folded."""
+    stack.start_worker(AUCTION_TIMER_MAX_EVENT_BYTES="1048576")
+    async with kafka_io(stack.kafka.bootstrap, topics.DLQ, topics.TIMER_EVENTS) as (_, watch):
+        await set_topic_config(stack.kafka.bootstrap, topics.BID_PLACED, **{"max.message.bytes": "4194304"})
+        big = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, max_request_size=4_194_304, acks="all")
+        await big.start()
+        try:
+            await big.send_and_wait(topics.BID_PLACED, b"\x00" * 1_048_576, key=b"nul-1")
+            await big.send_and_wait(topics.BID_PLACED, b"{}", key=b"k" * 700_000)
+            start = now_ms()
+            await produce(big, record(ev.AuctionStarted("after-big", start, start + 60_000, EXTENDING, "m")))
+        finally:
+            await big.stop()
+        dead = await watch.wait_for(topics.DLQ, lambda d: True, 60, count=2)
+        by_reason = {d["data"]["reason"]: d["data"] for d in dead}
+        assert set(by_reason) == {"not_json", "key_mismatch"}  # exactly at the 1 MiB limit: read, not JSON
+        for letter in by_reason.values():
+            assert letter["truncated"] is True
+        assert by_reason["not_json"]["size"] == 1_048_576
+        assert len(by_reason["key_mismatch"]["key"]) <= 256
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["auction_id"] == "after-big", 60)
