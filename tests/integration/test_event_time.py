@@ -158,3 +158,35 @@ async def test_a_backlog_never_overtakes_its_registrations(stack: Stack) -> None
         await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 30, count=1_000)
         await eventually(lambda: committed_to_end(stack.kafka.bootstrap), 60, "every input committed")
         assert await end_offsets(stack.kafka.bootstrap, topics.DLQ) == 0  # nothing was ever dead-lettered
+
+
+async def test_slow_upstream_bids_within_and_beyond_the_allowed_lateness(stack: Stack) -> None:
+    """Bids placed before the end that the log took after it: within AUCTION_TIMER_ALLOWED_LATENESS_MS
+    they still extend (completion waits for them); beyond it they are audited `late_bid` with both
+    times and counted."""
+    lateness = 3_000
+    port = free_port()
+    stack.start_worker(AUCTION_TIMER_ALLOWED_LATENESS_MS=str(lateness), AUCTION_TIMER_WORKER_METRICS_PORT=str(port))
+    async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS, topics.AUDIT) as (producer, watch):
+        ready = now_ms()
+        end = ready + 4_000
+        ends = {"straggler": end, "too-late": end}
+        await register(producer, watch, ends, TARGET, ready)
+        await eventually(lambda: _true(now_ms() > end + 100), 30, "the deadline to pass")
+        within = await snipe(producer, Snipe("straggler", end - 100), now_ms())
+        await eventually(lambda: _true(now_ms() > end + lateness + 100), 30, "the allowed lateness to pass")
+        beyond = await snipe(producer, Snipe("too-late", end - 100), now_ms())
+        assert end < within.log_ms and beyond.log_ms >= end + lateness  # after the end, by the log's clock
+
+        completed = await eventually(lambda: _done(watch, ends), 60, "both completions")
+        straggler = one_content_per_id(completed["straggler"])["data"]
+        if within.log_ms < end + lateness:  # Kafka took it inside the allowed lateness
+            assert (straggler["version"], straggler["ends_at_ms"]) == (3, within.placed_ms + TARGET.extension_ms)
+        assert straggler["ended_at_ms"] >= straggler["ends_at_ms"] + lateness
+        too_late = one_content_per_id(completed["too-late"])["data"]
+        assert (too_late["version"], too_late["ends_at_ms"]) == (2, end)
+        [audit] = [d["data"] for d in watch.docs(topics.AUDIT) if d["data"]["reason"] == "late_bid"]
+        assert audit["auction_id"] == "too-late"
+        assert (audit["detail"]["placed_at_ms"], audit["detail"]["log_ms"]) == (end - 100, beyond.log_ms)
+        assert audit["detail"]["appended_after_end_ms"] == beyond.log_ms - end
+        assert scrape(f"http://127.0.0.1:{port}/metrics")["auctions_timer_late_bids_total"] == 1
