@@ -150,6 +150,12 @@ class Settings:
     ws_send_queue: int = setting(
         "WS_SEND_QUEUE", "64", _integer(4, 10_000), "messages queued per socket before it is closed as slow"
     )
+    ws_close_grace_s: float = setting(
+        "WS_CLOSE_GRACE_S",
+        "2",
+        _number(0.1, 60),
+        "seconds a closing WebSocket client gets to read what is queued for it before the connection is reset",
+    )
     sync_rate_per_min: int = setting(
         "SYNC_RATE_PER_MIN", "30", _integer(1, 100_000), "POST /timers/sync calls per client address per minute"
     )

@@ -2,18 +2,21 @@
 
 Before the upgrade: the id is validated, the Origin checked against the allow-list and
 the per-address connection cap applied. After it: frames over 4 KiB close the socket
-with 1009, bad JSON gets an error frame, a flood of frames closes it with 1008.
+with 1009, bad JSON gets an error frame, a flood of frames closes it with 1008. A socket
+holds its place under the cap until it is really closed (app/gateway/closing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from app.gateway.closing import GatewayWebSocket, let_go
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.hub import Channel, Subscriber, encode
 from app.gateway.metrics import CONNECTIONS, CONNECTS
@@ -36,20 +39,32 @@ async def updates(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, gw.settings.allowed_origins):
         CONNECTS.labels("forbidden_origin").inc()
         return error(403, "forbidden_origin", "this Origin may not open WebSockets here")
+    transport = request.transport
+    if transport is None:  # the client is already gone
+        return error(400, "bad_request", "the connection closed before the upgrade")
     address = client_address(request)
     if not gw.connections.acquire(address):
         CONNECTS.labels("over_capacity").inc()
         return error(429, "too_many_connections", "too many WebSockets from this address", **{"Retry-After": "5"})
     try:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES, compress=False, timeout=5.0)
+        ws = GatewayWebSocket(
+            close_grace_s=gw.settings.ws_close_grace_s,
+            heartbeat=HEARTBEAT_S,
+            max_msg_size=MAX_FRAME_BYTES,
+            compress=False,
+            timeout=5.0,
+        )
         await ws.prepare(request)
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
         try:
-            assert request.transport is not None
-            await serve(gw, ws, request.transport, auction_id)
+            await serve(gw, ws, transport, auction_id)
         finally:
-            CONNECTIONS.dec()
+            try:
+                # The socket counts (here and under the cap) until it is really closed.
+                await let_go(transport, gw.settings.ws_close_grace_s)
+            finally:
+                CONNECTIONS.dec()
         return ws
     finally:
         gw.connections.release(address)
@@ -78,11 +93,12 @@ async def serve(gw: Gateway, ws: web.WebSocketResponse, transport: asyncio.Trans
     sub = Subscriber(ws, transport, auction_id, gw.settings.ws_send_queue)
     channel = gw.hub.subscribe(sub)
     try:
-        # Subscribed first, so nothing published while Redis is read is missed.
-        first = await snapshot(gw, auction_id, channel)
-        await ws.send_str(encode(first))
-        sub.start(after_seq=first["seq"])
-        await read_client(gw, ws)
+        with contextlib.suppress(ConnectionResetError):  # the client left: nobody to answer
+            # Subscribed first, so nothing published while Redis is read is missed.
+            first = await snapshot(gw, auction_id, channel)
+            await ws.send_str(encode(first))
+            sub.start(after_seq=first["seq"])
+            await read_client(gw, ws)
     finally:
         gw.hub.unsubscribe(sub)
 
