@@ -67,7 +67,7 @@ def build_gateway_app(settings: Settings) -> web.Application:
         hub=hub,
         memory=memory,
         timers=Timers(store, memory, clock),
-        feed=Feed(settings.kafka_bootstrap, hub, memory, clock),
+        feed=Feed(settings.kafka_bootstrap, hub, memory, clock, settings.max_event_bytes),
         outbox=Outbox(settings.kafka_bootstrap),
         connections=ConnectionCap(settings.ws_max_per_address),
         sync_limiter=RateLimiter(settings.sync_rate_per_min),

@@ -83,7 +83,7 @@ async def snapshot(gw: Gateway, auction_id: str, channel: Channel) -> dict[str, 
         "seq": channel.seq,
         "auction_id": auction_id,
         "state": state,
-        "feed": "live" if gw.feed.up else "interrupted",
+        "feed": "live" if gw.feed.live else "interrupted",
         "server_time_ms": gw.clock(),
         "tick_interval_ms": gw.tick_interval_ms,
     }

@@ -57,7 +57,7 @@ def close_code_in(stream: bytes) -> int | None:
 
 async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(stack: Stack) -> None:
     # A close grace longer than the test, so the stuck client can read its close frame at the end
-    # (tests/e2e/test_gateway_hostile_clients.py covers the reset after a short grace).
+    # (tests/e2e/test_gateway_hostile.py covers the reset after a short grace).
     gateway, base = stack.start_gateway(AUCTION_TIMER_WS_SEND_QUEUE="16", AUCTION_TIMER_WS_CLOSE_GRACE_S="60")
     port = urllib.parse.urlparse(base).port
     assert port is not None
