@@ -39,7 +39,8 @@ async def lookup(gw: Gateway, auction_id: str) -> TimerView:
         view = await gw.timers.read(auction_id)
     except Unavailable:
         raise web.HTTPServiceUnavailable(
-            reason="the projection is unreachable and this gateway has not seen the auction"
+            reason="the projection cannot be read for this auction (Redis is down or refuses it) and this "
+            "gateway has not seen it"
         ) from None
     if view is None:
         raise web.HTTPNotFound(reason=f"no timer for auction {auction_id}")
@@ -120,9 +121,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready while at least one source can answer: the Kafka feed (live: positioned on every
-    partition) or Redis."""
+    partition, no error standing) or Redis (a PING, at most a second old)."""
     gw = request.app[GATEWAY]
-    body = {"kafka": gw.feed.live, "redis": gw.timers.redis_up}
+    body = {"kafka": gw.feed.live, "redis": await gw.redis_probe.up()}
     return web.json_response(body, status=200 if any(body.values()) else 503, headers=NO_STORE)
 
 

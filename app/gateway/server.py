@@ -17,6 +17,7 @@ from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
+from app.gateway.probe import RedisProbe
 from app.gateway.security import ConnectionCap, RateLimiter
 from app.gateway.timers import Timers
 from app.redis_client import connect
@@ -60,7 +61,8 @@ def build_gateway_app(settings: Settings) -> web.Application:
     clock = wall_ms
     hub = Hub(clock)
     memory = LastSeen(settings.ended_ttl_s)
-    store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
+    redis_client = connect(settings)
+    store = ProjectionStore(redis_client, Keys(settings.key_prefix), settings.ended_ttl_s)
     gateway = Gateway(
         settings=settings,
         clock=clock,
@@ -71,6 +73,7 @@ def build_gateway_app(settings: Settings) -> web.Application:
         outbox=Outbox(settings.kafka_bootstrap),
         connections=ConnectionCap(settings.ws_max_per_address),
         sync_limiter=RateLimiter(settings.sync_rate_per_min),
+        redis_probe=RedisProbe(redis_client),
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[edges])
     app[GATEWAY] = gateway

@@ -145,14 +145,28 @@ async def test_redis_down_serves_stale_state_not_500(private_stack: Stack) -> No
 
         fresh = await eventually(from_redis, 60, "the timer from Redis")
         stack.redis.stop()
+
+        # Readiness asks Redis itself (a PING, cached for a second), before any request could
+        # have tripped the read path's circuit breaker.
+        async def readiness() -> dict[str, bool]:
+            return dict(await (await session.get(f"{base}/readyz")).json())
+
+        async def redis_down() -> bool:
+            return await readiness() == {"kafka": True, "redis": False}
+
+        await eventually(redis_down, 10, "readyz to see Redis down")
         response = await session.get(f"{base}/auctions/stale-1/timer")
         assert response.status == 200
         stale = await response.json()
         assert (stale["source"], stale["stale"], stale["version"]) == ("memory", True, fresh["version"])
         assert stale["ends_at_ms"] == fresh["ends_at_ms"]
         assert (await session.get(f"{base}/auctions/never-seen/timer")).status == 503
-        ready = await (await session.get(f"{base}/readyz")).json()
-        assert ready == {"kafka": True, "redis": False}
+        stack.redis.start()
+
+        async def redis_back() -> bool:
+            return await readiness() == {"kafka": True, "redis": True}
+
+        await eventually(redis_back, 10, "readyz to see Redis back")
         await watcher.stop()
 
 
