@@ -17,7 +17,7 @@ from streams.errors import SettingsError
 from streams.topic_admin import TopicPlan
 
 PREFIX = "AUCTION_TIMER_"
-_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$")
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-]+:\d{1,5}")
 
 
 def _number(low: float, high: float) -> Callable[[str], float]:
@@ -43,7 +43,7 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
     out = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
-        if not _HOST_PORT.match(item):
+        if not _HOST_PORT.fullmatch(item):
             raise ValueError(f"{item!r} is not host:port")
         host, port = item.rsplit(":", 1)
         out.append((host, int(port)))
@@ -51,7 +51,7 @@ def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
 
 
 def _bootstrap(raw: str) -> str:
-    if not raw or not all(_HOST_PORT.match(p.strip()) for p in raw.split(",")):
+    if not raw or not all(_HOST_PORT.fullmatch(p.strip()) for p in raw.split(",")):
         raise ValueError("must be a comma-separated list of host:port")
     return raw
 
@@ -65,19 +65,19 @@ def _redis_url(raw: str) -> str:
 def _origins(raw: str) -> tuple[str, ...]:
     items = tuple(filter(None, (p.strip().rstrip("/") for p in raw.split(","))))
     for item in items:
-        if not re.match(r"^https?://[^/\s]+$", item):
+        if not re.fullmatch(r"https?://[^/\s]+", item):
             raise ValueError(f"{item!r} is not an origin like https://example.com")
     return items
 
 
 def _prefix(raw: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_:.\-]{0,64}$", raw):
+    if not re.fullmatch(r"[A-Za-z0-9_:.\-]{0,64}", raw):
         raise ValueError("may hold up to 64 of [A-Za-z0-9_:.-]")
     return raw
 
 
 def _app_id(raw: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_.\-]{1,100}$", raw):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", raw):
         raise ValueError("must be 1-100 of [A-Za-z0-9_.-] (it names the consumer group and changelog topic)")
     return raw
 

@@ -17,7 +17,7 @@ BAD_AUCTION_ID = "auction_id must be 1-64 of [A-Za-z0-9_-]"
 
 
 def valid_auction_id(value: str) -> bool:
-    return bool(AUCTION_ID.match(value))
+    return AUCTION_ID.fullmatch(value) is not None
 
 
 def client_address(request: web.Request) -> str:

@@ -48,9 +48,15 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-                503: "unavailable"}.get(exc.status, "error")  # fmt: skip
+                415: "unsupported_media_type", 503: "unavailable"}.get(exc.status, "error")  # fmt: skip
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         response = rest.error(exc.status, code, exc.reason, **kept)
+    except ConnectionResetError:
+        raise  # the client left; there is nobody to answer
+    except Exception:
+        # A bug, not the request's fault: a JSON answer all the same, and the traceback logged.
+        log.exception("unhandled error answering a request", extra={"route": route})
+        response = rest.error(500, "internal_error", "the gateway failed on this request; it is logged")
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     REQUESTS.labels(route, str(response.status)).inc()
