@@ -63,7 +63,7 @@ def _redis_url(raw: str) -> str:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    items = tuple(filter(None, (p.strip().rstrip("/") for p in raw.split(","))))
+    items = tuple(filter(None, (p.strip().rstrip("/").lower() for p in raw.split(","))))
     for item in items:
         if not re.fullmatch(r"https?://[^/\s]+", item):
             raise ValueError(f"{item!r} is not an origin like https://example.com")
@@ -140,9 +140,9 @@ class Settings:
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
     allowed_origins: tuple[str, ...] = setting(
         "ALLOWED_ORIGINS",
-        "http://localhost:8080,http://127.0.0.1:8080",
+        "",
         _origins,
-        "WebSocket Origin allow-list, comma separated",
+        "Origins (besides the gateway's own, from GATEWAY_HOST/PORT) whose pages may open WebSockets, comma separated",
     )
     ws_max_per_address: int = setting(
         "WS_MAX_PER_ADDRESS", "50", _integer(1, 100_000), "WebSocket connections allowed per client address"

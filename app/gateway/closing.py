@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from app.gateway import frames
+
 POLL_S = 0.05
 # Linux: ioctl(TIOCOUTQ) on a TCP socket is SIOCOUTQ, the bytes the peer has not acknowledged.
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
@@ -69,9 +71,13 @@ async def let_go(transport: asyncio.BaseTransport, grace_s: float) -> None:
 
 
 class GatewayWebSocket(web.WebSocketResponse):
-    """aiohttp's WebSocket with a close that cannot hang: aiohttp's close waits until the client
-    has read the close frame and answered it (for the internal closes too: 1009, protocol errors),
-    which a client that never reads never does. Each close arms a reset after `close_grace_s`."""
+    """aiohttp's WebSocket with what it leaves to us.
+
+    A close that cannot hang: aiohttp's close waits until the client has read the close frame
+    and answered it (for its internal closes too: 1009, protocol errors), which a client that
+    never reads never does. Each close arms a reset after `close_grace_s`.
+
+    Masked client frames only (RFC 6455 5.1; app/gateway/frames.py)."""
 
     def __init__(self, *, close_grace_s: float, **options: Any) -> None:
         super().__init__(**options)
@@ -91,3 +97,10 @@ class GatewayWebSocket(web.WebSocketResponse):
             return await super().close(code=code, message=message, drain=drain)
         finally:
             deadline.cancel()
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        handler, transport = request.protocol, request.transport
+        assert transport is not None  # prepare() has just written the 101 to it
+        early = frames.hold_early_bytes(handler)
+        super()._post_start(request, protocol, writer)
+        frames.check_masks(handler, transport, early)

@@ -18,7 +18,7 @@ from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
 from app.gateway.probe import RedisProbe
-from app.gateway.security import ConnectionCap, RateLimiter
+from app.gateway.security import ConnectionCap, OriginPolicy, RateLimiter, own_origins
 from app.gateway.timers import Timers
 from app.redis_client import connect
 from app.settings import Settings
@@ -80,6 +80,9 @@ def build_gateway_app(settings: Settings) -> web.Application:
         connections=ConnectionCap(settings.ws_max_per_address),
         sync_limiter=RateLimiter(settings.sync_rate_per_min),
         redis_probe=RedisProbe(redis_client),
+        origins=OriginPolicy(
+            frozenset(settings.allowed_origins) | own_origins(settings.gateway_host, settings.gateway_port)
+        ),
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[edges])
     app[GATEWAY] = gateway

@@ -21,10 +21,10 @@ from app.gateway.context import GATEWAY, Gateway
 from app.gateway.hub import Channel, Subscriber, encode
 from app.gateway.metrics import CONNECTIONS, CONNECTS
 from app.gateway.rest import error
-from app.gateway.security import BAD_AUCTION_ID, client_address, origin_allowed, valid_auction_id
+from app.gateway.security import BAD_AUCTION_ID, client_address, valid_auction_id
 from app.gateway.timers import Unavailable
 
-MAX_FRAME_BYTES = 4096
+MAX_FRAME_BYTES = 4096  # the contract: frames over 4 KiB close with 1009
 HEARTBEAT_S = 20.0
 MAX_FRAMES_PER_S = 20
 POLICY_VIOLATION = 1008
@@ -36,7 +36,7 @@ async def updates(request: web.Request) -> web.StreamResponse:
     if not valid_auction_id(auction_id):
         CONNECTS.labels("bad_id").inc()
         return error(400, "bad_request", BAD_AUCTION_ID)
-    if not origin_allowed(request, gw.settings.allowed_origins):
+    if not gw.origins.allows(request.headers.get("Origin")):
         CONNECTS.labels("forbidden_origin").inc()
         return error(403, "forbidden_origin", "this Origin may not open WebSockets here")
     transport = request.transport
@@ -50,7 +50,8 @@ async def updates(request: web.Request) -> web.StreamResponse:
         ws = GatewayWebSocket(
             close_grace_s=gw.settings.ws_close_grace_s,
             heartbeat=HEARTBEAT_S,
-            max_msg_size=MAX_FRAME_BYTES,
+            max_msg_size=MAX_FRAME_BYTES + 1,  # aiohttp refuses a message of max_msg_size itself
+            autoping=False,  # pings are answered in read_client, so they count toward the frame limit
             compress=False,
             timeout=5.0,
         )
@@ -104,6 +105,8 @@ async def serve(gw: Gateway, ws: web.WebSocketResponse, transport: asyncio.Trans
 
 
 async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:
+    """Answer the client's frames until it goes. Every frame counts toward MAX_FRAMES_PER_S,
+    control frames (ping, pong) too: a flood of them costs the gateway as much as any."""
     window_start, frames = time.monotonic(), 0
     async for msg in ws:
         now = time.monotonic()
@@ -113,10 +116,16 @@ async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:
         if frames > MAX_FRAMES_PER_S:
             await ws.close(code=POLICY_VIOLATION, message=b"too many frames")
             return
-        if msg.type != WSMsgType.TEXT:
+        if msg.type == WSMsgType.PING:
+            await ws.pong(msg.data)
+        elif msg.type == WSMsgType.PONG:
+            continue  # an answer to our heartbeat
+        elif msg.type == WSMsgType.ERROR:
+            return  # aiohttp has closed the socket (1009, a protocol error)
+        elif msg.type != WSMsgType.TEXT:
             await ws.send_str(encode({"type": "error", "code": "text_only", "message": "send JSON text frames"}))
-            continue
-        await ws.send_str(encode(answer(gw, msg.data)))
+        else:
+            await ws.send_str(encode(answer(gw, msg.data)))
 
 
 def answer(gw: Gateway, text: str) -> dict[str, Any]:

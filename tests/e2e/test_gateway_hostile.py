@@ -14,7 +14,18 @@ from streams.fold import apply
 from tests.support.events import envelope, now_ms, started
 from tests.support.gateway import Recorder
 from tests.support.kafka import kafka_io
-from tests.support.raw_ws import ESTABLISHED, tcp_state, upgrade
+from tests.support.raw_ws import (
+    CLOSE,
+    ESTABLISHED,
+    PING,
+    PONG,
+    TEXT,
+    close_code,
+    frame,
+    server_frames,
+    tcp_state,
+    upgrade,
+)
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
@@ -129,3 +140,70 @@ async def test_forged_feed_records_are_skipped_and_counted_and_the_fan_out_goes_
         }
         assert (await (await session.get(f"{base}/readyz")).json())["kafka"] is True
         await ws.stop()
+
+
+def ping_text(size: int | None = None) -> bytes:
+    """An application ping, padded to exactly `size` bytes when given."""
+    text = b'{"type":"ping","client_time_ms":1,"pad":""}'
+    return text if size is None else text.replace(b'"pad":""', b'"pad":"' + b"x" * (size - len(text)) + b'"')
+
+
+def pongs(frames: list[tuple[int, bytes]]) -> int:
+    return sum(1 for opcode, payload in frames if opcode == TEXT and b'"pong"' in payload)
+
+
+def closed(frames: list[tuple[int, bytes]]) -> bool:
+    return any(opcode == CLOSE for opcode, _ in frames)
+
+
+async def test_frames_masks_sizes_and_floods(stack: Stack) -> None:
+    _, base = stack.start_gateway()
+    port, path = port_of(base), "/auctions/frames-1/updates"
+
+    def session(send: bytes, until: object = closed, early: bool = False) -> list[tuple[int, bytes]]:
+        raw = upgrade(port, path, extra=send if early else b"")
+        assert raw.status == 101
+        if not early:
+            raw.sock.sendall(send)
+        frames = server_frames(raw.read_until(until))  # type: ignore[arg-type]
+        raw.close()
+        return frames
+
+    # Exactly 4 KiB is accepted ("over 4 KiB" closes); one byte more is a 1009.
+    assert pongs(await asyncio.to_thread(session, frame(TEXT, ping_text(4096)), pongs)) == 1
+    over = await asyncio.to_thread(session, frame(TEXT, ping_text(4097)))
+    assert close_code(over) == 1009
+
+    # RFC 6455 5.1: unmasked client frames close the connection with 1002, unanswered, whether
+    # they come after the 101 or in the same packet as the upgrade request.
+    for early in (False, True):
+        refused = await asyncio.to_thread(session, frame(TEXT, ping_text(), masked=False), early=early)
+        assert close_code(refused) == 1002 and pongs(refused) == 0
+
+    # More than 20 frames a second close with 1008: text frames, and control frames too.
+    for opcode, payload in ((TEXT, ping_text()), (PING, b"p")):
+        flood = await asyncio.to_thread(session, frame(opcode, payload) * 200)
+        assert close_code(flood) == 1008
+        answered = pongs(flood) if opcode == TEXT else sum(1 for o, _ in flood if o == PONG)
+        assert answered == 20
+
+
+async def test_only_listed_origins_and_the_gateways_own_may_open_sockets(stack: Stack) -> None:
+    _, base = stack.start_gateway()  # AUCTION_TIMER_ALLOWED_ORIGINS lists http://allowed.test
+    port, path = port_of(base), "/auctions/origin-1/updates"
+
+    def status(origin: str | None, host: str | None = None) -> int:
+        raw = upgrade(port, path, origin=origin, host=host)
+        raw.close()
+        return raw.status
+
+    # A DNS-rebinding page: its name resolves to the gateway, so Origin and Host agree.
+    rebinding = f"evil.test:{port}"
+    assert await asyncio.to_thread(status, f"http://{rebinding}", rebinding) == 403
+    for refused in ("http://evil.test", "null", f"http://127.0.0.1:{port + 1}", "https://allowed.test"):
+        assert await asyncio.to_thread(status, refused) == 403, refused
+    # The gateway's own pages (its configured address, loopback by any name), the listed origin
+    # (case does not matter in a host), and clients that send no Origin (not browsers).
+    for allowed in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", "http://allowed.test",
+                    "HTTP://ALLOWED.TEST", None):  # fmt: skip
+        assert await asyncio.to_thread(status, allowed) == 101, allowed

@@ -8,6 +8,7 @@ import base64
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +40,36 @@ class RawSocket:
             pass
         return data
 
+    def read_until(self, wanted: Callable[[list[tuple[int, bytes]]], bool], timeout: float = 10.0) -> bytes:
+        """Read until the server frames received so far satisfy `wanted`, or it closes."""
+        self.sock.settimeout(timeout)
+        data = self.received
+        while not wanted(server_frames(data)):
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        self.received = data
+        return data
+
     def close(self) -> None:
         self.sock.close()
 
 
 def upgrade(
-    port: int, path: str, origin: str | None = None, rcvbuf: int | None = None, extra: bytes = b""
+    port: int,
+    path: str,
+    origin: str | None = None,
+    rcvbuf: int | None = None,
+    extra: bytes = b"",
+    host: str | None = None,
 ) -> RawSocket:
     """Open a WebSocket on 127.0.0.1:`port`, reading only the response headers. `extra` is sent
-    in the same write as the request (frames before the 101)."""
+    in the same write as the request (frames before the 101); `host` is the Host header sent
+    (127.0.0.1:`port` unless given)."""
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -55,7 +77,7 @@ def upgrade(
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     head = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     )
     if origin is not None:
@@ -107,9 +129,9 @@ def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def close_code(stream: bytes) -> int | None:
-    """The code of the first close frame in `stream` (server frames after the headers)."""
-    for opcode, payload in server_frames(stream):
+def close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    """The code of the first close frame among `frames` (see server_frames)."""
+    for opcode, payload in frames:
         if opcode == CLOSE:
             return int(struct.unpack(">H", payload[:2])[0]) if len(payload) >= 2 else None
     return None
