@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams.errors import SettingsError
 from streams.topic_admin import TopicPlan
@@ -58,8 +59,30 @@ def _bootstrap(raw: str) -> str:
 
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    if "@" in urlsplit(raw).netloc:
+        raise ValueError("holds credentials: set AUCTION_TIMER_REDIS_USERNAME and _PASSWORD instead (never logged)")
     return raw
+
+
+def _redis_user(raw: str) -> str | None:
+    if raw and not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,128}", raw):
+        raise ValueError("must be 1-128 of [A-Za-z0-9_.@-]")
+    return raw or None
+
+
+def _file(raw: str) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("is not a readable file")
+    return path
+
+
+def _without_credentials(raw: str) -> str:
+    """A value as an error message may show it: any user:password@ in a URL masked."""
+    return re.sub(r"//[^/@\s]*@", "//***@", raw)
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -103,6 +126,7 @@ def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secre
     """A dataclass field that knows its variable, raw default, parser and meaning."""
     return field(
         default=parse(default),
+        repr=not secret,
         metadata={"env": PREFIX + env, "raw_default": default, "parse": parse, "doc": doc, "secret": secret},
     )
 
@@ -111,15 +135,28 @@ def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secre
 class Settings:
     kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "localhost:9092", _bootstrap, "Kafka bootstrap servers")
     redis_url: str = setting(
-        "REDIS_URL", "redis://localhost:6379/0", _redis_url, "Redis URL (ignored when Sentinels are set)"
+        "REDIS_URL",
+        "redis://localhost:6379/0",
+        _redis_url,
+        "Redis URL: redis://, rediss:// (TLS) or unix://, without credentials (ignored when Sentinels are set)",
     )
     redis_sentinels: tuple[tuple[str, int], ...] = setting(
         "REDIS_SENTINELS", "", _host_ports, "Sentinel addresses host:port,...; empty means standalone Redis"
     )
     redis_sentinel_master: str = setting("REDIS_SENTINEL_MASTER", "auction-timer", _app_id, "Sentinel master name")
+    redis_username: str | None = setting(
+        "REDIS_USERNAME", "", _redis_user, "Redis ACL user (data nodes); empty: the default user"
+    )
     redis_password: str | None = setting(
         "REDIS_PASSWORD", "", _optional, "Redis password (data nodes; never logged)", secret=True
     )
+    redis_tls_ca_file: Path | None = setting(
+        "REDIS_TLS_CA_FILE", "", _file, "CA certificates for a rediss:// Redis; empty: the system's"
+    )
+    redis_tls_cert_file: Path | None = setting(
+        "REDIS_TLS_CERT_FILE", "", _file, "client certificate for a rediss:// Redis that asks for one"
+    )
+    redis_tls_key_file: Path | None = setting("REDIS_TLS_KEY_FILE", "", _file, "the private key of REDIS_TLS_CERT_FILE")
     key_prefix: str = setting("KEY_PREFIX", "", _prefix, "prefix put before every Redis key")
     app_id: str = setting("APP_ID", "auction-timer", _app_id, "Faust app id: consumer group and changelog names")
     worker_id: str | None = setting(
@@ -179,12 +216,24 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
-                shown = "***" if f.metadata["secret"] else repr(raw)
+                shown = "***" if f.metadata["secret"] else repr(_without_credentials(raw))
                 raise SettingsError(
                     f"{name}={shown} is invalid: {exc}. Default: {f.metadata['raw_default']!r}"
                 ) from None
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        tls_files = [self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file]
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise SettingsError(
+                f"{PREFIX}REDIS_URL: TLS (rediss://) through Sentinel is not supported; use a standalone "
+                f"rediss:// Redis or Sentinels without TLS"
+            )
+        if any(tls_files) and (self.redis_sentinels or not self.redis_url.startswith("rediss://")):
+            raise SettingsError(f"{PREFIX}REDIS_TLS_* apply only to a standalone rediss:// {PREFIX}REDIS_URL")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise SettingsError(f"{PREFIX}REDIS_TLS_CERT_FILE and {PREFIX}REDIS_TLS_KEY_FILE go together")
 
     def topic_plan(self) -> TopicPlan:
         return TopicPlan(self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id)

@@ -65,6 +65,12 @@ def _text(data: dict[str, Any], name: str, pattern: re.Pattern[str] | None = Non
     return value
 
 
+def _member(data: dict[str, Any], name: str, allowed: frozenset[str], reason: str = "invalid_value") -> None:
+    value = data[name]
+    if type(value) is not str or value not in allowed:
+        raise Violation(reason, name)
+
+
 def check_envelope(doc: Any) -> dict[str, Any]:
     """The CloudEvent around the data; returns the data object."""
     if type(doc) is not dict:
@@ -93,8 +99,7 @@ def check_envelope(doc: Any) -> dict[str, Any]:
 def check_state(data: dict[str, Any]) -> None:
     """PublicState, plus remaining_ms and server_time_ms (both messages require them)."""
     _text(data, "auction_id", AUCTION_ID)
-    if data["status"] not in STATUSES:
-        raise Violation("invalid_value", "status")
+    _member(data, "status", STATUSES)
     for name, (low, nullable) in STATE_INTEGERS.items():
         _integer(data, name, low, nullable)
     if data["extension_total_ms"] > MAX_EXTENSION_TOTAL_MS:
@@ -107,8 +112,7 @@ def check_tick(data: dict[str, Any]) -> None:
 
 
 def check_event(data: dict[str, Any]) -> None:
-    if data["kind"] not in EVENT_KINDS:
-        raise Violation("invalid_value", "kind")
+    _member(data, "kind", EVENT_KINDS)
     cause = data["cause"]
     if type(cause) is not dict or "id" not in cause or "type" not in cause:
         raise Violation("invalid_value", "cause")
@@ -124,8 +128,7 @@ def check(topic: str, doc: Any) -> dict[str, Any]:
                 raise Violation("unexpected_type", "type")
             check_tick(data)
         else:
-            if doc["type"] not in EVENT_TYPES:
-                raise Violation("unexpected_type", "type")
+            _member(doc, "type", EVENT_TYPES, "unexpected_type")
             check_event(data)
         check_state(data)
     except KeyError as missing:

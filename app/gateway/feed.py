@@ -71,13 +71,12 @@ class Feed:
         """Check, remember and publish one record; returns how many sockets it was queued for."""
         try:
             data = self.accepted(topic, value)
-        except Violation as bad:
-            self._skipped(topic, partition, offset, bad)
-            return 0
-        try:
             # An older version (ticks and events interleave) is not news.
             news = self.memory.update(data)
             delivered = self.hub.publish(data["auction_id"], message_for(topic, data)) if news else 0
+        except Violation as bad:
+            self._skipped(topic, partition, offset, bad)
+            return 0
         except Exception as exc:  # a bug must not stop the fan-out of every other auction
             FEED_SKIPPED.labels(topic, "internal_error").inc()
             log.exception("the feed failed on a record; skipped it", extra={"topic": topic, "partition": partition,

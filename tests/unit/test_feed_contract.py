@@ -74,6 +74,7 @@ FORGERIES: list[tuple[str, str, Any, str]] = [
     ("data", "auction_id", "A\n", "invalid_value"),
     ("data", "auction_id", "x" * 65, "invalid_value"),
     ("data", "status", "paused", "invalid_value"),
+    ("data", "status", ["running"], "invalid_value"),  # once a TypeError (unhashable) in the check
     ("data", "ends_at_ms", -1, "invalid_value"),
     ("data", "ended_at_ms", "soon", "invalid_value"),
     ("data", "trace_id", "not-a-trace", "invalid_value"),
