@@ -65,6 +65,12 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _host(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,253}", raw):
+        raise ValueError("must be a host name or an IP address")
+    return raw
+
+
 def _redis_user(raw: str) -> str | None:
     if raw and not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,128}", raw):
         raise ValueError("must be 1-128 of [A-Za-z0-9_.@-]")
@@ -173,7 +179,7 @@ class Settings:
     ended_ttl_s: int = setting(
         "ENDED_TTL_S", "3600", _integer(1, 30 * 86400), "seconds an ended timer's Redis hash is kept"
     )
-    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", str, "gateway bind address")
+    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", _host, "gateway bind address")
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
     allowed_origins: tuple[str, ...] = setting(
         "ALLOWED_ORIGINS",
@@ -201,6 +207,18 @@ class Settings:
     )
     worker_metrics_port: int = setting(
         "WORKER_METRICS_PORT", "9108", _integer(0, 65535), "worker Prometheus port; 0 turns it off"
+    )
+    worker_metrics_host: str = setting(
+        "WORKER_METRICS_HOST", "127.0.0.1", _host, "address the worker's Prometheus port binds to"
+    )
+    gateway_metrics_port: int = setting(
+        "GATEWAY_METRICS_PORT",
+        "0",
+        _integer(0, 65535),
+        "a separate port for the gateway's /metrics (on GATEWAY_METRICS_HOST); 0: /metrics on the gateway's port",
+    )
+    gateway_metrics_host: str = setting(
+        "GATEWAY_METRICS_HOST", "127.0.0.1", _host, "address GATEWAY_METRICS_PORT binds to"
     )
     data_dir: Path = setting("DATA_DIR", ".data", Path, "local state: Faust tables, demo servers' files")
     log_level: str = setting("LOG_LEVEL", "INFO", _level, "DEBUG, INFO, WARNING or ERROR")

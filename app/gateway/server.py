@@ -18,7 +18,7 @@ from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
 from app.gateway.probe import RedisProbe
-from app.gateway.security import ConnectionCap, OriginPolicy, RateLimiter, own_origins
+from app.gateway.security import LOOPBACK_HOSTS, ConnectionCap, OriginPolicy, RateLimiter, own_origins
 from app.gateway.timers import Timers
 from app.redis_client import connect
 from app.settings import Settings
@@ -92,7 +92,16 @@ def build_gateway_app(settings: Settings) -> web.Application:
     app.router.add_get("/auctions/{auction_id}", rest.countdown_page)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)
-    app.router.add_get("/metrics", rest.metrics)
+    if settings.gateway_metrics_port:
+        app.cleanup_ctx.append(metrics_listener)
+    else:
+        app.router.add_get("/metrics", rest.metrics)
+        if settings.gateway_host not in LOOPBACK_HOSTS:
+            log.warning(
+                "/metrics is served on the gateway's public address; set AUCTION_TIMER_GATEWAY_METRICS_PORT to "
+                "serve it on an internal one",
+                extra={"gateway_host": settings.gateway_host},
+            )
     app.router.add_static("/static", str(resources.files("app").joinpath("static")), show_index=False)
     app.cleanup_ctx.append(background)
     app.on_shutdown.append(lambda app: app[GATEWAY].hub.close_all())
@@ -115,6 +124,18 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await task
     await gw.outbox.close()
     await gw.timers.store.client.aclose()
+
+
+async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on AUCTION_TIMER_GATEWAY_METRICS_HOST:PORT, for the app's lifetime."""
+    settings = app[GATEWAY].settings
+    metrics_app = web.Application(middlewares=[edges])
+    metrics_app.router.add_get("/metrics", rest.metrics)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.gateway_metrics_host, settings.gateway_metrics_port).start()
+    yield
+    await runner.cleanup()
 
 
 async def watch_loop_lag(interval_s: float = 0.1) -> None:

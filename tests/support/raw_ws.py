@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
-ESTABLISHED = "01"
+ESTABLISHED, LISTEN = "01", "0A"
 
 
 @dataclass
@@ -146,3 +146,14 @@ def tcp_state(local_port: int, remote_port: int) -> str | None:
         if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
             return state
     return None
+
+
+def listening_on(port: int) -> list[str]:
+    """The addresses the kernel has a listening IPv4 socket on for `port` ("127.0.0.1", "0.0.0.0")."""
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, local_port = local.split(":")
+        if state == LISTEN and int(local_port, 16) == port:
+            out.append(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return out
