@@ -33,3 +33,8 @@ async def test_worker_metrics_bind_localhost_and_gateway_metrics_move_to_their_o
                        AUCTION_TIMER_WORKER_METRICS_HOST="0.0.0.0")  # fmt: skip
     await eventually(lambda: asyncio.sleep(0, result=listening_on(other_port)), 60, "the second worker's port")
     assert listening_on(other_port) == ["0.0.0.0"]
+
+
+async def test_a_gateway_on_a_public_address_warns_that_its_metrics_are_public(stack: Stack) -> None:
+    gateway, _ = stack.start_gateway(AUCTION_TIMER_GATEWAY_HOST="0.0.0.0")
+    assert "/metrics is served on the gateway's public address" in gateway.log_path.read_text()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -82,3 +83,16 @@ async def test_other_methods_and_paths_answer_json(client: TestClient) -> None:
     assert await answered(await client.get("/timers/sync"), 405) == "method_not_allowed"
     assert await answered(await client.get("/auctions/a/updates"), 400) == "bad_request"  # no upgrade
     assert await answered(await client.get("/static/..%2F..%2Fsettings.py"), 404) == "not_found"
+
+
+async def test_a_bug_in_a_handler_answers_json_and_is_logged(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setattr("app.gateway.rest.auction_id_of", broken)
+    caplog.set_level(logging.ERROR, logger="auction_timer.gateway")
+    assert await answered(await client.get("/auctions/a/timer"), 500) == "internal_error"
+    [record] = [r for r in caplog.records if r.exc_info and "a bug in a handler" in str(r.exc_info[1])]
+    assert record.getMessage() == "unhandled error answering a request"
