@@ -90,6 +90,8 @@ class RedisServer:
             args += ["--user", "default", "off"]
             for user in self.users:
                 args += ["--user", *user.line.split()]
+            # A replica (and, after a failover, the old primary) authenticates as the first user.
+            args += ["--masteruser", self.users[0].name, "--masterauth", self.users[0].password]
         return args
 
     def client_options(self) -> dict[str, Any]:
@@ -136,10 +138,12 @@ class RedisServer:
 
 @dataclass
 class RedisSentinelGroup:
-    """A primary, one replica and three Sentinels watching them."""
+    """A primary, one replica and three Sentinels watching them. With `users` the data nodes
+    admit only those ACL users (see RedisServer), and the Sentinels log in as the first."""
 
     base_dir: Path
     password: str | None = None
+    users: tuple[AclUser, ...] = ()
     down_after_ms: int = 1000
     primary: RedisServer = field(init=False)
     replica: RedisServer = field(init=False)
@@ -148,8 +152,10 @@ class RedisSentinelGroup:
 
     def __post_init__(self) -> None:
         ports = free_ports(5)
-        self.primary = RedisServer(self.base_dir / "primary", ports[0], self.password)
-        self.replica = RedisServer(self.base_dir / "replica", ports[1], self.password, replica_of=ports[0])
+        self.primary = RedisServer(self.base_dir / "primary", ports[0], self.password, users=self.users)
+        self.replica = RedisServer(
+            self.base_dir / "replica", ports[1], self.password, replica_of=ports[0], users=self.users
+        )
         self.sentinel_ports = ports[2:]
 
     @property
@@ -176,6 +182,9 @@ class RedisSentinelGroup:
             ]
             if self.password:
                 lines.append(f"sentinel auth-pass {MASTER_NAME} {self.password}")
+            if self.users:
+                lines.append(f"sentinel auth-user {MASTER_NAME} {self.users[0].name}")
+                lines.append(f"sentinel auth-pass {MASTER_NAME} {self.users[0].password}")
             conf.write_text("\n".join(lines) + "\n")
             proc = ServerProcess(
                 f"sentinel-{port}", [require_redis(), str(conf), "--sentinel"], folder / "sentinel.log"
