@@ -21,5 +21,5 @@ FEED_UP = Gauge("auctions_gateway_feed_up", "1 while the Kafka feed of ticks and
 FEED_SKIPPED = Counter(
     "auctions_gateway_feed_skipped_total", "Feed records skipped: against the contract, or failed", ["topic", "reason"]
 )
-REDIS_UP = Gauge("auctions_gateway_redis_up", "1 when Redis answered the last readiness PING (/readyz)")
+REDIS_UP = Gauge("auctions_gateway_redis_up", "1 when Redis answered the last PING (once a second; /readyz's redis)")
 SOURCE = Counter("auctions_gateway_timer_reads_total", "Timer reads by the source that answered", ["source"])

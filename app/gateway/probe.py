@@ -1,5 +1,6 @@
 """Does Redis answer? A PING, asked at most once a second however often /readyz is polled;
-callers that arrive while one is in flight share it."""
+callers that arrive while one is in flight share it. `run` asks every second, so the
+auctions_gateway_redis_up gauge is current whether or not anything polls /readyz."""
 
 from __future__ import annotations
 
@@ -38,3 +39,8 @@ class RedisProbe:
         self._up, self._fresh_until, self._pending = up, time.monotonic() + FRESH_S, None
         REDIS_UP.set(1 if up else 0)
         return up
+
+    async def run(self) -> None:
+        while True:
+            await self.up()
+            await asyncio.sleep(FRESH_S)

@@ -109,12 +109,13 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the loop-lag probe and memory pruning run for the app's lifetime."""
+    """The feed, the loop-lag probe, memory pruning and the Redis probe run for the app's lifetime."""
     gw = app[GATEWAY]
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
+        asyncio.create_task(gw.redis_probe.run(), name="redis-probe"),
     ]
     yield
     for task in tasks:
