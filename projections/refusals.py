@@ -16,9 +16,9 @@ import logging
 import re
 
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     ExecAbortError,
-    MovedError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -34,7 +34,7 @@ TRANSIENT_REPLIES = (
     NoScriptError,
     TryAgainError,
     ClusterDownError,
-    MovedError,
+    AskError,  # MOVED too
     ExecAbortError,
 )
 _CODE = re.compile(r"[A-Z]{2,20}")
