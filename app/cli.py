@@ -35,7 +35,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     replication = asyncio.run(ensure_topics(settings.topic_plan()))
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1" if args.local_metrics else "0.0.0.0")
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     # Fewer, cheaper collections: the worker allocates many short-lived objects per event,
     # and a young-generation threshold of 700 would collect every few hundred messages.
     gc.set_threshold(50_000, 20, 100)
@@ -104,8 +104,6 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "worker":
-            p.add_argument("--local-metrics", action="store_true", help="serve /metrics on 127.0.0.1 only")
         if name == "replay":
             from app.replay_cmd import add_arguments
 

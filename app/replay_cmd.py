@@ -9,14 +9,17 @@ from typing import Any, TextIO
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
 
 from app.redis_client import connect
 from app.settings import Settings
 from projections.keys import Keys
+from projections.refusals import error_code
 from projections.store import Projected, ProjectionStore, belongs_in_redis
 from projections.verify import field_diff, redis_differences
 from streams.changelog import read_table
 from streams.clock import wall_ms
+from streams.errors import ReplayError
 from streams.fold import Rules
 from streams.replay import Progress, Replayed, Window, read_inputs, reprocess
 from streams.state import TimerState
@@ -79,11 +82,18 @@ def write_timeline(replayed: Replayed, path: str, out: TextIO) -> None:
 
 
 async def rebuild(store: ProjectionStore, states: dict[str, TimerState]) -> int:
+    """Write the replayed projection; returns how many entries were written. An auction Redis
+    refuses for good is named on stderr and the others are written."""
     now = wall_ms()
     wanted = [Projected.of(s.public()) for s in states.values() if belongs_in_redis(s, now, store.ended_ttl_s)]
+    refused = 0
     for start in range(0, len(wanted), BATCH):
-        await store.write(wanted[start : start + BATCH], "newer", now)
-    return len(wanted)
+        batch = wanted[start : start + BATCH]
+        for item, result in zip(batch, await store.write(batch, "newer", now), strict=True):
+            if isinstance(result, ResponseError):
+                refused += 1
+                print(f"redis refused {item.auction_id}: {error_code(result)}: {str(result)[:200]}", file=sys.stderr)
+    return len(wanted) - refused
 
 
 async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | None) -> list[str]:
@@ -101,6 +111,8 @@ async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | No
         out += await redis_differences(
             ProjectionStore(client, Keys(settings.key_prefix), settings.ended_ttl_s), replayed.states
         )
+    except (RedisError, OSError) as exc:  # an auction Redis refuses is a difference; this is an outage
+        raise ReplayError(f"cannot read the projection from Redis: {type(exc).__name__}: {exc}") from None
     finally:
         await client.aclose()
     return out

@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams.errors import SettingsError
 from streams.topic_admin import TopicPlan
 
 PREFIX = "AUCTION_TIMER_"
-_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$")
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-]+:\d{1,5}")
 
 
 def _number(low: float, high: float) -> Callable[[str], float]:
@@ -43,7 +44,7 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
     out = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
-        if not _HOST_PORT.match(item):
+        if not _HOST_PORT.fullmatch(item):
             raise ValueError(f"{item!r} is not host:port")
         host, port = item.rsplit(":", 1)
         out.append((host, int(port)))
@@ -51,33 +52,61 @@ def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
 
 
 def _bootstrap(raw: str) -> str:
-    if not raw or not all(_HOST_PORT.match(p.strip()) for p in raw.split(",")):
+    if not raw or not all(_HOST_PORT.fullmatch(p.strip()) for p in raw.split(",")):
         raise ValueError("must be a comma-separated list of host:port")
     return raw
 
 
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    if "@" in urlsplit(raw).netloc:
+        raise ValueError("holds credentials: set AUCTION_TIMER_REDIS_USERNAME and _PASSWORD instead (never logged)")
     return raw
 
 
+def _host(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,253}", raw):
+        raise ValueError("must be a host name or an IP address")
+    return raw
+
+
+def _redis_user(raw: str) -> str | None:
+    if raw and not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,128}", raw):
+        raise ValueError("must be 1-128 of [A-Za-z0-9_.@-]")
+    return raw or None
+
+
+def _file(raw: str) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("is not a readable file")
+    return path
+
+
+def _without_credentials(raw: str) -> str:
+    """A value as an error message may show it: any user:password@ in a URL masked."""
+    return re.sub(r"//[^/@\s]*@", "//***@", raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
-    items = tuple(filter(None, (p.strip().rstrip("/") for p in raw.split(","))))
+    items = tuple(filter(None, (p.strip().rstrip("/").lower() for p in raw.split(","))))
     for item in items:
-        if not re.match(r"^https?://[^/\s]+$", item):
+        if not re.fullmatch(r"https?://[^/\s]+", item):
             raise ValueError(f"{item!r} is not an origin like https://example.com")
     return items
 
 
 def _prefix(raw: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_:.\-]{0,64}$", raw):
+    if not re.fullmatch(r"[A-Za-z0-9_:.\-]{0,64}", raw):
         raise ValueError("may hold up to 64 of [A-Za-z0-9_:.-]")
     return raw
 
 
 def _app_id(raw: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_.\-]{1,100}$", raw):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", raw):
         raise ValueError("must be 1-100 of [A-Za-z0-9_.-] (it names the consumer group and changelog topic)")
     return raw
 
@@ -113,6 +142,7 @@ def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secre
     """A dataclass field that knows its variable, raw default, parser and meaning."""
     return field(
         default=parse(default),
+        repr=not secret,
         metadata={"env": PREFIX + env, "raw_default": default, "parse": parse, "doc": doc, "secret": secret},
     )
 
@@ -121,15 +151,28 @@ def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secre
 class Settings:
     kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "localhost:9092", _bootstrap, "Kafka bootstrap servers")
     redis_url: str = setting(
-        "REDIS_URL", "redis://localhost:6379/0", _redis_url, "Redis URL (ignored when Sentinels are set)"
+        "REDIS_URL",
+        "redis://localhost:6379/0",
+        _redis_url,
+        "Redis URL: redis://, rediss:// (TLS) or unix://, without credentials (ignored when Sentinels are set)",
     )
     redis_sentinels: tuple[tuple[str, int], ...] = setting(
         "REDIS_SENTINELS", "", _host_ports, "Sentinel addresses host:port,...; empty means standalone Redis"
     )
     redis_sentinel_master: str = setting("REDIS_SENTINEL_MASTER", "auction-timer", _app_id, "Sentinel master name")
+    redis_username: str | None = setting(
+        "REDIS_USERNAME", "", _redis_user, "Redis ACL user (data nodes); empty: the default user"
+    )
     redis_password: str | None = setting(
         "REDIS_PASSWORD", "", _optional, "Redis password (data nodes; never logged)", secret=True
     )
+    redis_tls_ca_file: Path | None = setting(
+        "REDIS_TLS_CA_FILE", "", _file, "CA certificates for a rediss:// Redis; empty: the system's"
+    )
+    redis_tls_cert_file: Path | None = setting(
+        "REDIS_TLS_CERT_FILE", "", _file, "client certificate for a rediss:// Redis that asks for one"
+    )
+    redis_tls_key_file: Path | None = setting("REDIS_TLS_KEY_FILE", "", _file, "the private key of REDIS_TLS_CERT_FILE")
     key_prefix: str = setting("KEY_PREFIX", "", _prefix, "prefix put before every Redis key")
     app_id: str = setting("APP_ID", "auction-timer", _app_id, "Faust app id: consumer group and changelog names")
     worker_id: str | None = setting(
@@ -165,19 +208,25 @@ class Settings:
     ended_ttl_s: int = setting(
         "ENDED_TTL_S", "3600", _integer(1, 30 * 86400), "seconds an ended timer's Redis hash is kept"
     )
-    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", str, "gateway bind address")
+    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", _host, "gateway bind address")
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
     allowed_origins: tuple[str, ...] = setting(
         "ALLOWED_ORIGINS",
-        "http://localhost:8080,http://127.0.0.1:8080",
+        "",
         _origins,
-        "WebSocket Origin allow-list, comma separated",
+        "Origins (besides the gateway's own, from GATEWAY_HOST/PORT) whose pages may open WebSockets, comma separated",
     )
     ws_max_per_address: int = setting(
         "WS_MAX_PER_ADDRESS", "50", _integer(1, 100_000), "WebSocket connections allowed per client address"
     )
     ws_send_queue: int = setting(
         "WS_SEND_QUEUE", "64", _integer(4, 10_000), "messages queued per socket before it is closed as slow"
+    )
+    ws_close_grace_s: float = setting(
+        "WS_CLOSE_GRACE_S",
+        "2",
+        _number(0.1, 60),
+        "seconds a closing WebSocket client gets to read what is queued for it before the connection is reset",
     )
     sync_rate_per_min: int = setting(
         "SYNC_RATE_PER_MIN", "30", _integer(1, 100_000), "POST /timers/sync calls per client address per minute"
@@ -187,6 +236,18 @@ class Settings:
     )
     worker_metrics_port: int = setting(
         "WORKER_METRICS_PORT", "9108", _integer(0, 65535), "worker Prometheus port; 0 turns it off"
+    )
+    worker_metrics_host: str = setting(
+        "WORKER_METRICS_HOST", "127.0.0.1", _host, "address the worker's Prometheus port binds to"
+    )
+    gateway_metrics_port: int = setting(
+        "GATEWAY_METRICS_PORT",
+        "0",
+        _integer(0, 65535),
+        "a separate port for the gateway's /metrics (on GATEWAY_METRICS_HOST); 0: /metrics on the gateway's port",
+    )
+    gateway_metrics_host: str = setting(
+        "GATEWAY_METRICS_HOST", "127.0.0.1", _host, "address GATEWAY_METRICS_PORT binds to"
     )
     data_dir: Path = setting("DATA_DIR", ".data", Path, "local state: Faust tables, demo servers' files")
     log_level: str = setting("LOG_LEVEL", "INFO", _level, "DEBUG, INFO, WARNING or ERROR")
@@ -202,12 +263,24 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
-                shown = "***" if f.metadata["secret"] else repr(raw)
+                shown = "***" if f.metadata["secret"] else repr(_without_credentials(raw))
                 raise SettingsError(
                     f"{name}={shown} is invalid: {exc}. Default: {f.metadata['raw_default']!r}"
                 ) from None
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        tls_files = [self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file]
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise SettingsError(
+                f"{PREFIX}REDIS_URL: TLS (rediss://) through Sentinel is not supported; use a standalone "
+                f"rediss:// Redis or Sentinels without TLS"
+            )
+        if any(tls_files) and (self.redis_sentinels or not self.redis_url.startswith("rediss://")):
+            raise SettingsError(f"{PREFIX}REDIS_TLS_* apply only to a standalone rediss:// {PREFIX}REDIS_URL")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise SettingsError(f"{PREFIX}REDIS_TLS_CERT_FILE and {PREFIX}REDIS_TLS_KEY_FILE go together")
 
     def topic_plan(self) -> TopicPlan:
         return TopicPlan(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the project runs on, only those missing:
 # Java 17 and Maven (Kafka), redis-server (Redis 7), chromium (browser tests),
-# prometheus (for promtool, which tests the alert rules).
+# prometheus (for promtool, which tests the alert rules), openssl (throwaway certificates for the
+# Redis TLS tests).
 # Debian/Ubuntu only; uses sudo when not root.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v openssl >/dev/null || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -16,6 +16,7 @@ import redis
 
 from infra.ports import free_port, free_ports
 from infra.process import ServerProcess, wait_until
+from infra.tls import TlsFiles
 from streams.errors import InfraError
 
 MASTER_NAME = "auction-timer"
@@ -28,28 +29,41 @@ def require_redis() -> str:
     return binary
 
 
-def _ping(port: int, password: str | None) -> bool:
-    try:
-        return bool(redis.Redis(port=port, password=password, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
+@dataclass(frozen=True)
+class AclUser:
+    """A Redis ACL user: `rules` name the keys, channels and commands it may use."""
+
+    name: str
+    password: str
+    rules: str = "~* &* +@all"
+
+    @property
+    def line(self) -> str:
+        return f"{self.name} on >{self.password} {self.rules}"
 
 
 @dataclass
 class RedisServer:
-    """One redis-server on a free port; `replica_of` makes it a replica of that port."""
+    """One redis-server on a free port; `replica_of` makes it a replica of that port.
+
+    With `tls` it listens only for TLS, and wants a client certificate signed by the CA. With
+    `users` the default user is off and only those ACL users may connect; the first one is
+    what the fixture itself (readiness, `client()`) connects as.
+    """
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     password: str | None = None
     replica_of: int | None = None
     appendonly: bool = True
+    tls: TlsFiles | None = None
+    users: tuple[AclUser, ...] = ()
     process: ServerProcess | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        """The URL to connect to (no credentials: they are settings of their own)."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
         args = [
@@ -67,7 +81,34 @@ class RedisServer:
             args += ["--requirepass", self.password, "--masterauth", self.password]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.tls is not None:
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls.server_cert),
+                     "--tls-key-file", str(self.tls.server_key), "--tls-ca-cert-file", str(self.tls.ca_cert),
+                     "--tls-auth-clients", "yes"]  # fmt: skip
+        if self.users:
+            args += ["--user", "default", "off"]
+            for user in self.users:
+                args += ["--user", *user.line.split()]
+            # A replica (and, after a failover, the old primary) authenticates as the first user.
+            args += ["--masteruser", self.users[0].name, "--masterauth", self.users[0].password]
         return args
+
+    def client_options(self) -> dict[str, Any]:
+        """How the fixture's own clients connect: as the first ACL user, over TLS if any."""
+        options: dict[str, Any] = {"port": self.port, "password": self.password}
+        if self.users:
+            options.update(username=self.users[0].name, password=self.users[0].password)
+        if self.tls is not None:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls.ca_cert), ssl_certfile=str(self.tls.client_cert),
+                           ssl_keyfile=str(self.tls.client_key))  # fmt: skip
+        return options
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(socket_timeout=0.5, **self.client_options()).ping())
+        except redis.RedisError:
+            return False
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +116,7 @@ class RedisServer:
         self.process.start()
         try:
             wait_until(
-                lambda: _ping(self.port, self.password),
+                self._answers,
                 timeout,
                 f"redis-server on port {self.port}",
                 alive=self.process.running,
@@ -84,7 +125,7 @@ class RedisServer:
             raise self.process.fail(str(exc)) from exc
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, decode_responses=True)
+        return redis.Redis(decode_responses=True, **self.client_options())
 
     def stop(self) -> None:
         if self.process is not None:
@@ -97,10 +138,12 @@ class RedisServer:
 
 @dataclass
 class RedisSentinelGroup:
-    """A primary, one replica and three Sentinels watching them."""
+    """A primary, one replica and three Sentinels watching them. With `users` the data nodes
+    admit only those ACL users (see RedisServer), and the Sentinels log in as the first."""
 
     base_dir: Path
     password: str | None = None
+    users: tuple[AclUser, ...] = ()
     down_after_ms: int = 1000
     primary: RedisServer = field(init=False)
     replica: RedisServer = field(init=False)
@@ -109,8 +152,10 @@ class RedisSentinelGroup:
 
     def __post_init__(self) -> None:
         ports = free_ports(5)
-        self.primary = RedisServer(self.base_dir / "primary", ports[0], self.password)
-        self.replica = RedisServer(self.base_dir / "replica", ports[1], self.password, replica_of=ports[0])
+        self.primary = RedisServer(self.base_dir / "primary", ports[0], self.password, users=self.users)
+        self.replica = RedisServer(
+            self.base_dir / "replica", ports[1], self.password, replica_of=ports[0], users=self.users
+        )
         self.sentinel_ports = ports[2:]
 
     @property
@@ -137,6 +182,9 @@ class RedisSentinelGroup:
             ]
             if self.password:
                 lines.append(f"sentinel auth-pass {MASTER_NAME} {self.password}")
+            if self.users:
+                lines.append(f"sentinel auth-user {MASTER_NAME} {self.users[0].name}")
+                lines.append(f"sentinel auth-pass {MASTER_NAME} {self.users[0].password}")
             conf.write_text("\n".join(lines) + "\n")
             proc = ServerProcess(
                 f"sentinel-{port}", [require_redis(), str(conf), "--sentinel"], folder / "sentinel.log"

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from projections import refusals
 from projections.metrics import ERRORS, LAG, WRITES
 from projections.store import Projected, ProjectionStore
 from streams import topics
@@ -85,15 +86,23 @@ class ProjectionConsumer:
             await consumer.stop()
 
     async def _write_until_done(self, items: list[Projected]) -> None:
+        """Write the batch; transient errors retry it with backoff, an auction Redis refuses for
+        good is reported and skipped (projections/refusals.py), so the others always get through."""
         backoff = 0.05
         while True:
             try:
-                applied = await self.store.write(items, "newer", self.clock())
+                results = await self.store.write(items, "newer", self.clock())
                 break
             except (RedisError, OSError) as exc:
                 ERRORS.labels(type(exc).__name__).inc()
-                log.warning("projection write failed; retrying", extra={"error": repr(exc), "retry_in_s": backoff})
+                log.warning(
+                    "projection write failed; retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff},
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-        WRITES.labels("applied").inc(sum(applied))
-        WRITES.labels("stale").inc(len(applied) - sum(applied))
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, ResponseError):
+                refusals.report("projection", item.auction_id, result, log)
+            else:
+                WRITES.labels("applied" if result else "stale").inc()

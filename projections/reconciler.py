@@ -3,7 +3,8 @@
 A missing entry, an older version, an ends_at (or status, or active-set score) off by
 more than 250 ms (compared inside Redis by check.lua, 500 auctions a call) is rewritten
 with the same compare-and-set the projection uses, recorded in the capped stream
-`auction:timer:reconciliations`, audited, counted and logged. After Redis loses data
+(projections/keys.py: `reconciliations`), audited, counted and logged. An auction Redis refuses
+for good (projections/refusals.py) is reported on every pass and the others are repaired. After Redis loses data
 (failover to a stale replica, FLUSHALL, a restart without persistence) one pass makes the
 projection whole again.
 """
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from projections import refusals
 from projections.metrics import CORRECTIONS, RECONCILE_PASSES
 from projections.store import Projected, ProjectionStore, belongs_in_redis
 from streams import outputs
@@ -111,7 +113,9 @@ class Reconciler:
                     log.info("reconciliation pass corrected entries", extra={"corrections": len(fixed)})
             except (RedisError, OSError) as exc:
                 RECONCILE_PASSES.labels("redis_error").inc()
-                log.warning("reconciliation pass failed; next pass retries", extra={"error": repr(exc)})
+                log.warning(
+                    "reconciliation pass failed; next pass retries", extra={"error": f"{type(exc).__name__}: {exc}"}
+                )
 
     async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
         now = self.clock()
@@ -128,14 +132,21 @@ class Reconciler:
         return corrections
 
     async def _reconcile(self, states: list[TimerState], now: int) -> list[Correction]:
+        """Check and repair one batch. An auction Redis refuses for good (projections/refusals.py)
+        is reported and left out; the rest of the batch is checked and repaired."""
         by_id = {s.auction_id: s for s in states}
-        wrong = await self.store.find_wrong([Projected.of(s.public()) for s in states], TOLERANCE_MS)
-        if not wrong:
+        checked = await self.store.find_wrong([Projected.of(s.public()) for s in states], TOLERANCE_MS)
+        for auction_id, exc in checked.refused.items():
+            refusals.report("reconciler", auction_id, exc, log)
+        if not checked.wrong:
             return []
-        applied = await self.store.write([expected for expected, _, _ in wrong], "repair", now)
+        results = await self.store.write([expected for expected, _, _ in checked.wrong], "repair", now)
         corrections = []
-        for (expected, reason, old), done in zip(wrong, applied, strict=True):
-            if not done:
+        for (expected, reason, old), result in zip(checked.wrong, results, strict=True):
+            if isinstance(result, ResponseError):
+                refusals.report("reconciler", expected.auction_id, result, log)
+                continue
+            if not result:
                 continue  # the live projection wrote something newer meanwhile: nothing to fix
             state = by_id[expected.auction_id]
             delta = None if old is None else expected.ends_at_ms - old["ends_at_ms"]
@@ -148,6 +159,9 @@ class Reconciler:
         return corrections
 
     async def _record(self, corrections: list[Correction], now: int) -> None:
+        """Each correction into the capped stream, the log, the metric and the audit topic. The
+        stream is a record for operators: when Redis refuses it for good (a wrong type, an ACL),
+        that is reported and the rest still happens."""
         if not corrections:
             return
         pipe = self.store.client.pipeline(transaction=False)
@@ -166,7 +180,12 @@ class Reconciler:
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )
-        await pipe.execute()
+        results = await pipe.execute(raise_on_error=False)
+        for c, result in zip(corrections, results, strict=True):
+            if isinstance(result, ResponseError) and refusals.is_permanent(result):
+                refusals.report("reconciliations_stream", c.auction_id, result, log)
+            elif isinstance(result, Exception):
+                raise result
         for c in corrections:
             CORRECTIONS.labels(c.what).inc()
             token = current_trace_id.set(c.trace_id)

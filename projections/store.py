@@ -4,17 +4,19 @@ version, pipelined in batches; a stale writer can never overwrite a newer state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from projections.keys import Keys
+from projections.refusals import is_permanent
 from streams.state import LIVE, TimerState
 
 Mode = Literal["newer", "repair"]
+Stored = tuple[dict[str, Any] | None, float | None]  # a hash (None when missing) and its active-set score
 CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
 CHECK_SCRIPT = resources.files("projections").joinpath("check.lua").read_text()
 
@@ -64,6 +66,17 @@ class Projected:
         return cls({name: data.get(name) for name in FIELDS})
 
 
+Wrong = tuple[Projected, str, dict[str, Any] | None]  # an item, why it is wrong, what Redis holds
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a check found: wrong items, and those Redis refused to check (by auction id)."""
+
+    wrong: list[Wrong] = field(default_factory=list)
+    refused: dict[str, ResponseError] = field(default_factory=dict)
+
+
 def belongs_in_redis(state: TimerState, now_ms: int, ended_ttl_s: int) -> bool:
     """Live timers, and ended ones whose hash has not expired yet."""
     ended = state.ended_at_ms or state.updated_at_ms
@@ -99,9 +112,11 @@ class ProjectionStore:
         pairs += ["updated_at_ms", now_ms]
         return [item.version, mode, 1 if item.live else 0, item.ends_at_ms, item.auction_id, self.ended_ttl_s, *pairs]
 
-    async def write(self, items: Sequence[Projected], mode: Mode, now_ms: int) -> list[bool]:
-        """CAS each item in one pipeline; returns which were applied. NOSCRIPT (an empty script
-        cache after a restart or failover) reloads the script and retries once."""
+    async def write(self, items: Sequence[Projected], mode: Mode, now_ms: int) -> list[bool | ResponseError]:
+        """CAS each item in one pipeline. Per item: True (applied), False (Redis holds a newer
+        version), or the permanent error Redis answered for that item alone (projections/refusals.py).
+        A transient error raises: the caller retries. NOSCRIPT (an empty script cache after a
+        restart or failover) reloads the script and retries once."""
         if not items:
             return []
         for attempt in (1, 2):
@@ -113,20 +128,35 @@ class ProjectionStore:
                     client=pipe,
                 )
             try:
-                results = await pipe.execute()
-                return [bool(r[0]) for r in results]
+                results = await pipe.execute(raise_on_error=False)
+                return [_applied(result) for result in results]
             except NoScriptError:
                 if attempt == 2:
                     raise
                 await self.client.script_load(CAS_SCRIPT)
         raise AssertionError("unreachable")
 
-    async def find_wrong(
-        self, items: Sequence[Projected], tolerance_ms: int
-    ) -> list[tuple[Projected, str, dict[str, Any] | None]]:
-        """The items Redis holds wrongly, why, and what it holds instead (compared in Redis)."""
+    async def find_wrong(self, items: Sequence[Projected], tolerance_ms: int) -> Checked:
+        """The items Redis holds wrongly, why, and what it holds instead (compared in Redis,
+        many items a call). When Redis refuses a call for good, the items are split until the
+        ones it refuses are found: those are returned apart, the others are checked."""
         if not items:
-            return []
+            return Checked()
+        try:
+            return Checked(wrong=await self._find_wrong(items, tolerance_ms))
+        except ResponseError as exc:
+            if not is_permanent(exc):
+                raise
+            if len(items) == 1:
+                return Checked(refused={items[0].auction_id: exc})
+        half = len(items) // 2
+        first, second = (
+            await self.find_wrong(items[:half], tolerance_ms),
+            await self.find_wrong(items[half:], tolerance_ms),
+        )
+        return Checked(first.wrong + second.wrong, {**first.refused, **second.refused})
+
+    async def _find_wrong(self, items: Sequence[Projected], tolerance_ms: int) -> list[Wrong]:
         args: list[Any] = [tolerance_ms]
         for item in items:
             args += [item.auction_id, item.version, item.ends_at_ms, item.fields["status"], 1 if item.live else 0]
@@ -140,12 +170,31 @@ class ProjectionStore:
     async def read(self, auction_id: str) -> dict[str, Any] | None:
         return parse_hash(await self.client.hgetall(self.keys.timer(auction_id)))
 
-    async def read_many(self, auction_ids: Iterable[str]) -> dict[str, tuple[dict[str, Any] | None, float | None]]:
-        """Each auction's hash and its score in the active set, in one round trip."""
+    async def read_many(self, auction_ids: Iterable[str]) -> dict[str, Stored | ResponseError]:
+        """Each auction's hash and its score in the active set, in one round trip; the permanent
+        error instead for an auction Redis refuses. A transient error raises."""
         ids = list(auction_ids)
         pipe = self.client.pipeline(transaction=False)
         for auction_id in ids:
             pipe.hgetall(self.keys.timer(auction_id))
             pipe.zscore(self.keys.active, auction_id)
-        raw = await pipe.execute()
-        return {a: (parse_hash(raw[2 * i]), raw[2 * i + 1]) for i, a in enumerate(ids)}
+        raw = await pipe.execute(raise_on_error=False)
+        out: dict[str, Stored | ResponseError] = {}
+        for i, auction_id in enumerate(ids):
+            fields, score = raw[2 * i], raw[2 * i + 1]
+            refused = next((r for r in (fields, score) if isinstance(r, Exception)), None)
+            if refused is None:
+                out[auction_id] = (parse_hash(fields), score)
+            elif isinstance(refused, ResponseError) and is_permanent(refused):
+                out[auction_id] = refused
+            else:
+                raise refused
+        return out
+
+
+def _applied(result: Any) -> bool | ResponseError:
+    if isinstance(result, ResponseError) and is_permanent(result):
+        return result
+    if isinstance(result, Exception):
+        raise result
+    return bool(result[0])

@@ -1,10 +1,14 @@
 """How the Redis projection differs from a set of timer states, in readable lines
-(what `replay --verify` prints and what tests wait on)."""
+(what `replay --verify` prints and what tests wait on). An auction Redis refuses to read is a
+difference like any other."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from projections.refusals import error_code
 from projections.store import FIELDS, Projected, ProjectionStore, belongs_in_redis
 from streams.clock import wall_ms
 from streams.state import TimerState
@@ -19,7 +23,11 @@ async def redis_differences(store: ProjectionStore, states: dict[str, TimerState
     ids = sorted(wanted)
     for start in range(0, len(ids), BATCH):
         stored = await store.read_many(ids[start : start + BATCH])
-        for auction_id, (fields, score) in stored.items():
+        for auction_id, found in stored.items():
+            if isinstance(found, ResponseError):
+                out.append(f"redis   {auction_id}: unreadable ({error_code(found)}: {str(found)[:200]})")
+                continue
+            fields, score = found
             expected = Projected.of(wanted[auction_id].public()).fields
             got = {k: fields[k] for k in FIELDS} if fields else None
             if got != dict(expected):

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from infra.kafka_server import KafkaCluster
-from infra.redis_server import MASTER_NAME, RedisSentinelGroup, RedisServer
+from infra.redis_server import MASTER_NAME, AclUser, RedisSentinelGroup, RedisServer
 from tests.support.stack import Stack
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# The Sentinel group's users: one for the fixture, its Sentinels and replication; one for the service.
+SENTINEL_ADMIN = AclUser("admin", "s3cret-for-tests")
+SENTINEL_SERVICE = AclUser("auction-timer", "service-s3cret", "~* +@read +@write +@scripting +@connection")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -91,7 +94,7 @@ def redis_private(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Re
 
 @pytest.fixture
 def redis_sentinel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisSentinelGroup]:
-    group = RedisSentinelGroup(tmp_path / "sentinel", password="s3cret-for-tests")
+    group = RedisSentinelGroup(tmp_path / "sentinel", users=(SENTINEL_ADMIN, SENTINEL_SERVICE))
     try:
         group.start()
         yield group
@@ -146,11 +149,13 @@ def sentinel_stack(
     key_prefix: str,
     request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
-    """Kafka plus Redis behind three Sentinels (with a password), as the service is configured for HA."""
+    """Kafka plus Redis behind three Sentinels, as the service is configured for HA: as an ACL user
+    that may only read, write and run scripts."""
     s = Stack(kafka, None, tmp_path, key_prefix, overrides={
         "AUCTION_TIMER_REDIS_SENTINELS": redis_sentinel.sentinel_addresses,
         "AUCTION_TIMER_REDIS_SENTINEL_MASTER": MASTER_NAME,
-        "AUCTION_TIMER_REDIS_PASSWORD": redis_sentinel.password or "",
+        "AUCTION_TIMER_REDIS_USERNAME": SENTINEL_SERVICE.name,
+        "AUCTION_TIMER_REDIS_PASSWORD": SENTINEL_SERVICE.password,
     })  # fmt: skip
     try:
         yield s

@@ -11,7 +11,8 @@ from app.gateway.feed import Feed
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.outbox import Outbox
-from app.gateway.security import ConnectionCap, RateLimiter
+from app.gateway.probe import RedisProbe
+from app.gateway.security import ConnectionCap, OriginPolicy, RateLimiter
 from app.gateway.timers import Timers
 from app.settings import Settings
 
@@ -27,6 +28,8 @@ class Gateway:
     outbox: Outbox
     connections: ConnectionCap
     sync_limiter: RateLimiter
+    redis_probe: RedisProbe
+    origins: OriginPolicy
 
     @property
     def tick_interval_ms(self) -> int:

@@ -1,10 +1,16 @@
 """The gateway's feed: ticks and timer events from Kafka, read from the latest offset with no
 consumer group (every gateway sees every message), into memory and out to subscribers.
 
-When Kafka stops answering, every socket is told the feed is interrupted (clients fall
-back to polling GET); when it answers again they are told it is restored. The feed is `live`
-(what /readyz reports) once Kafka answers and the consumer holds a position on every partition
-of both topics: "latest" is only fixed then, so anything published earlier is not delivered.
+Every record is checked against the AsyncAPI contract first (app/gateway/contract.py): one
+that breaks it (or is over AUCTION_TIMER_MAX_EVENT_BYTES) is skipped, counted and logged,
+and the records after it flow on. An unexpected error handling a record is logged at once
+with its traceback and makes the feed not live until a record is handled cleanly again; one
+anywhere else in the loop restarts the consumer.
+
+The feed is `live` (what /readyz reports) once Kafka answers and the consumer holds a position
+on every partition of both topics ("latest" is only fixed then, so anything published earlier
+is not delivered), and while no error stands. When it stops being live every socket is told
+the feed is interrupted (clients fall back to polling GET); when it is live again, restored.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +27,11 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from app.gateway import contract
+from app.gateway.contract import Violation
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
-from app.gateway.metrics import FEED_UP
+from app.gateway.metrics import FEED_SKIPPED, FEED_UP
 from streams import topics
 
 log = logging.getLogger("auction_timer.gateway.feed")
@@ -40,30 +49,77 @@ def message_for(topic: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 class Feed:
-    def __init__(self, bootstrap: str, hub: Hub, memory: LastSeen, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, bootstrap: str, hub: Hub, memory: LastSeen, clock: Callable[[], int], max_record_bytes: int
+    ) -> None:
         self.bootstrap = bootstrap
         self.hub = hub
         self.memory = memory
         self.clock = clock
-        self.up = False
-        self.positioned = False
+        self.max_record_bytes = max_record_bytes
+        self.up = False  # Kafka answers
+        self.positioned = False  # the consumer holds a position on every partition
+        self.failing: str | None = None  # the error of the last record, until one is handled cleanly
+        self._announced = False  # what the sockets were last told (live or not)
+        self._next_skip_log = 0.0
 
     @property
     def live(self) -> bool:
-        return self.up and self.positioned
+        return self.up and self.positioned and self.failing is None
 
-    def handle(self, topic: str, value: bytes) -> int:
-        """Remember and publish one message; returns how many sockets it was queued for."""
+    def handle(self, topic: str, partition: int, offset: int, value: bytes | None) -> int:
+        """Check, remember and publish one record; returns how many sockets it was queued for."""
         try:
-            data = orjson.loads(value)["data"]
-            auction_id = data["auction_id"]
-            int(data["version"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.error("unreadable message on the feed", extra={"topic": topic})
+            data = self.accepted(topic, value)
+            # An older version (ticks and events interleave) is not news.
+            news = self.memory.update(data)
+            delivered = self.hub.publish(data["auction_id"], message_for(topic, data)) if news else 0
+        except Violation as bad:
+            self._skipped(topic, partition, offset, bad)
             return 0
-        if self.memory.update(data):  # an older version (ticks and events interleave) is not news
-            return self.hub.publish(auction_id, message_for(topic, data))
-        return 0
+        except Exception as exc:  # a bug must not stop the fan-out of every other auction
+            FEED_SKIPPED.labels(topic, "internal_error").inc()
+            log.exception("the feed failed on a record; skipped it", extra={"topic": topic, "partition": partition,
+                                                                         "offset": offset})  # fmt: skip
+            self._set(failing=repr(exc))
+            return 0
+        if self.failing is not None:
+            self._set(failing=None)
+        return delivered
+
+    def accepted(self, topic: str, value: bytes | None) -> dict[str, Any]:
+        if not value:
+            raise Violation("empty", "$")
+        if len(value) > self.max_record_bytes:
+            raise Violation("oversized", "$")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise Violation("not_json", "$") from None
+        return contract.check(topic, doc)
+
+    def _skipped(self, topic: str, partition: int, offset: int, bad: Violation) -> None:
+        FEED_SKIPPED.labels(topic, bad.reason).inc()
+        now = time.monotonic()
+        if now >= self._next_skip_log:  # a flood of bad records is counted, and logged once a second
+            self._next_skip_log = now + 1.0
+            log.warning(
+                "skipped a record on the feed that breaks the contract",
+                extra={"topic": topic, "partition": partition, "offset": offset, "reason": bad.reason,
+                       "field": bad.field},
+            )  # fmt: skip
+
+    def _set(self, **changes: Any) -> None:
+        """Change the feed's state; when that changes whether it is live, tell every socket."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+        live = self.live
+        FEED_UP.set(1 if live else 0)
+        if live != self._announced:
+            self._announced = live
+            status = "restored" if live else "interrupted"
+            log.warning("feed %s", status, extra={"kafka_up": self.up, "failing": self.failing})
+            self.hub.broadcast({"type": "feed", "status": status, "server_time_ms": self.clock()})
 
     async def run(self) -> None:
         await asyncio.gather(self._consume(), self._watch_health())
@@ -78,21 +134,24 @@ class Feed:
                 auto_offset_reset="latest",
                 metadata_max_age_ms=5_000,
             )
-            self.positioned = False
+            self._set(positioned=False)
             try:
                 await consumer.start()
                 while True:
                     if not self.positioned:
-                        self.positioned = await positioned(consumer)
+                        self._set(positioned=await positioned(consumer))
                     batch = await consumer.getmany(timeout_ms=200, max_records=500)
                     for tp, records in batch.items():
                         for record in records:
-                            if record.value is not None and self.handle(tp.topic, record.value):
+                            if self.handle(tp.topic, tp.partition, record.offset, record.value):
                                 # Let the socket writers send it before the next one is queued, so
                                 # a burst in one batch does not look like a slow consumer.
                                 await asyncio.sleep(0)
             except KafkaError as exc:
                 log.warning("feed consumer failed; restarting", extra={"error": repr(exc)})
+                await asyncio.sleep(PROBE_INTERVAL_S)
+            except Exception:  # logged at once; the feed is not live until it restarts
+                log.exception("feed consumer failed unexpectedly; restarting")
                 await asyncio.sleep(PROBE_INTERVAL_S)
             finally:
                 # Bounded: aiokafka's stop after a failed start (a topic the worker has not
@@ -102,7 +161,7 @@ class Feed:
                         await consumer.stop()
 
     async def _watch_health(self) -> None:
-        """A metadata request every second tells whether Kafka answers; flips are broadcast."""
+        """A metadata request every second tells whether Kafka answers."""
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
         try:
             while True:
@@ -113,12 +172,11 @@ class Feed:
                     healthy = True
                 except (KafkaError, OSError, TimeoutError):
                     healthy = False
+                except Exception:  # logged at once and counted as unhealthy
+                    log.exception("feed health probe failed unexpectedly")
+                    healthy = False
                 if healthy != self.up:
-                    self.up = healthy
-                    FEED_UP.set(1 if healthy else 0)
-                    status = "restored" if healthy else "interrupted"
-                    log.warning("feed %s", status)
-                    self.hub.broadcast({"type": "feed", "status": status, "server_time_ms": self.clock()})
+                    self._set(up=healthy)
                 await asyncio.sleep(PROBE_INTERVAL_S)
         finally:
             await client.close()

@@ -3,7 +3,8 @@
 A message is serialised and framed as a WebSocket text frame once, and the same bytes are
 written to every subscriber's transport: no per-socket task, copy or encoding. A socket
 whose unsent bytes exceed `ws_send_queue` messages is a slow consumer: it is closed with
-SLOW_CONSUMER_CLOSE instead of letting memory grow, and reconnects and rehydrates.
+SLOW_CONSUMER_CLOSE instead of letting memory grow, and reconnects and rehydrates. If it does
+not read its close frame either, the connection is reset after AUCTION_TIMER_WS_CLOSE_GRACE_S.
 Until its snapshot is out, a new subscriber's messages wait in a list bounded the same way.
 """
 
@@ -135,8 +136,10 @@ class Hub:
         SLOW_CLOSES.inc()
         self.unsubscribe(sub)
         log.warning("closing a slow consumer", extra={"auction_id": sub.auction_id})
+        # No drain: the close frame waits behind what the client has not read, and its handler
+        # gives it the close grace to read that before the connection is reset (app/gateway/closing.py).
         task = asyncio.get_running_loop().create_task(
-            sub.ws.close(code=SLOW_CONSUMER_CLOSE, message=b"slow consumer: reconnect and rehydrate")
+            sub.ws.close(code=SLOW_CONSUMER_CLOSE, message=b"slow consumer: reconnect and rehydrate", drain=False)
         )
         task.add_done_callback(_ignore_result)
 

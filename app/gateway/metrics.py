@@ -17,6 +17,9 @@ DRIFT = Histogram(
 )
 REQUESTS = Counter("auctions_gateway_http_requests_total", "HTTP requests", ["route", "status"])
 LOOP_LAG = Histogram("auctions_gateway_loop_lag_ms", "Event-loop lag of the gateway (ms)", buckets=MS_BUCKETS)
-FEED_UP = Gauge("auctions_gateway_feed_up", "1 while the Kafka feed of ticks and events is connected")
-REDIS_UP = Gauge("auctions_gateway_redis_up", "1 while Redis answers")
+FEED_UP = Gauge("auctions_gateway_feed_up", "1 while the Kafka feed of ticks and events is live (as /readyz says)")
+FEED_SKIPPED = Counter(
+    "auctions_gateway_feed_skipped_total", "Feed records skipped: against the contract, or failed", ["topic", "reason"]
+)
+REDIS_UP = Gauge("auctions_gateway_redis_up", "1 when Redis answered the last PING (once a second; /readyz's redis)")
 SOURCE = Counter("auctions_gateway_timer_reads_total", "Timer reads by the source that answered", ["source"])

@@ -6,6 +6,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -39,7 +40,8 @@ async def lookup(gw: Gateway, auction_id: str) -> TimerView:
         view = await gw.timers.read(auction_id)
     except Unavailable:
         raise web.HTTPServiceUnavailable(
-            reason="the projection is unreachable and this gateway has not seen the auction"
+            reason="the projection cannot be read for this auction (Redis is down or refuses it) and this "
+            "gateway has not seen it"
         ) from None
     if view is None:
         raise web.HTTPNotFound(reason=f"no timer for auction {auction_id}")
@@ -59,6 +61,24 @@ def _int_field(body: dict[str, Any], name: str, low: int, high: int) -> int:
     return value
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 4xx: application/json only, in UTF-8 (JSON's encoding,
+    RFC 8259) or without a charset; at most the app's client_max_size (413 past it); parsed
+    by orjson, which refuses nesting past 1,024 levels."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send the body as Content-Type: application/json")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise web.HTTPUnsupportedMediaType(reason="JSON bodies are UTF-8; drop the charset or say utf-8")
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise web.HTTPBadRequest(reason="the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return body
+
+
 async def post_sync(request: web.Request) -> web.Response:
     """The client reports what it shows; we answer the truth with our clock and record the drift."""
     gw = request.app[GATEWAY]
@@ -67,12 +87,7 @@ async def post_sync(request: web.Request) -> web.Response:
         return error(
             429, "rate_limited", "too many sync calls; slow down", **{"Retry-After": str(max(1, round(retry_after)))}
         )
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    body = await json_object(request)
     auction_id = body.get("auction_id")
     if not isinstance(auction_id, str) or not valid_auction_id(auction_id):
         raise web.HTTPBadRequest(reason=BAD_AUCTION_ID)
@@ -120,9 +135,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready while at least one source can answer: the Kafka feed (live: positioned on every
-    partition) or Redis."""
+    partition, no error standing) or Redis (a PING, at most a second old)."""
     gw = request.app[GATEWAY]
-    body = {"kafka": gw.feed.live, "redis": gw.timers.redis_up}
+    body = {"kafka": gw.feed.live, "redis": await gw.redis_probe.up()}
     return web.json_response(body, status=200 if any(body.values()) else 503, headers=NO_STORE)
 
 

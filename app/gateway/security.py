@@ -1,12 +1,11 @@
-"""The gateway's edges: auction id validation, Origin allow-list, per-address connection cap,
-and a token-bucket rate limit per client address."""
+"""The gateway's edges: auction id validation (full matches), the Origin allow-list, the
+per-address connection cap, and a token-bucket rate limit per client address."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -17,7 +16,7 @@ BAD_AUCTION_ID = "auction_id must be 1-64 of [A-Za-z0-9_-]"
 
 
 def valid_auction_id(value: str) -> bool:
-    return bool(AUCTION_ID.fullmatch(value))
+    return AUCTION_ID.fullmatch(value) is not None
 
 
 def client_address(request: web.Request) -> str:
@@ -25,13 +24,30 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
-    """Browsers always send Origin on a WebSocket upgrade; non-browser clients may omit it.
-    The gateway's own pages (same origin as the request) are always allowed."""
-    origin = request.headers.get("Origin")
-    if origin is None or origin.rstrip("/") in allowed:
-        return True
-    return urlsplit(origin).netloc == request.host
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def own_origins(host: str, port: int) -> frozenset[str]:
+    """The origins of the gateway's own pages, from its configured address (never from the
+    request's Host header, which a DNS-rebinding page controls). A loopback address is reached
+    as 127.0.0.1, localhost or [::1]; a wildcard bind (0.0.0.0, ::) has no origin of its own:
+    list the public one in AUCTION_TIMER_ALLOWED_ORIGINS."""
+    hosts = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else (host,) if host not in ("", "0.0.0.0", "::") else ()
+    suffix = "" if port == 80 else f":{port}"
+    return frozenset(f"http://{f'[{h}]' if ':' in h else h}{suffix}" for h in hosts)
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """Which Origins may open a WebSocket: an explicit list. Browsers always send Origin on a
+    WebSocket upgrade; non-browser clients may leave it out, and are let in (they could send any
+    Origin they like anyway). A page whose Origin merely equals the Host it asked for is not
+    enough: a DNS-rebinding page has exactly that."""
+
+    allowed: frozenset[str]
+
+    def allows(self, origin: str | None) -> bool:
+        return origin is None or origin.lower() in self.allowed
 
 
 @dataclass

@@ -17,7 +17,8 @@ from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
-from app.gateway.security import ConnectionCap, RateLimiter
+from app.gateway.probe import RedisProbe
+from app.gateway.security import LOOPBACK_HOSTS, ConnectionCap, OriginPolicy, RateLimiter, own_origins
 from app.gateway.timers import Timers
 from app.redis_client import connect
 from app.settings import Settings
@@ -47,9 +48,15 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-                503: "unavailable"}.get(exc.status, "error")  # fmt: skip
+                415: "unsupported_media_type", 503: "unavailable"}.get(exc.status, "error")  # fmt: skip
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         response = rest.error(exc.status, code, exc.reason, **kept)
+    except ConnectionResetError:
+        raise  # the client left; there is nobody to answer
+    except Exception:
+        # A bug, not the request's fault: a JSON answer all the same, and the traceback logged.
+        log.exception("unhandled error answering a request", extra={"route": route})
+        response = rest.error(500, "internal_error", "the gateway failed on this request; it is logged")
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     REQUESTS.labels(route, str(response.status)).inc()
@@ -60,17 +67,22 @@ def build_gateway_app(settings: Settings) -> web.Application:
     clock = wall_ms
     hub = Hub(clock)
     memory = LastSeen(settings.ended_ttl_s)
-    store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
+    redis_client = connect(settings)
+    store = ProjectionStore(redis_client, Keys(settings.key_prefix), settings.ended_ttl_s)
     gateway = Gateway(
         settings=settings,
         clock=clock,
         hub=hub,
         memory=memory,
         timers=Timers(store, memory, clock),
-        feed=Feed(settings.kafka_bootstrap, hub, memory, clock),
+        feed=Feed(settings.kafka_bootstrap, hub, memory, clock, settings.max_event_bytes),
         outbox=Outbox(settings.kafka_bootstrap),
         connections=ConnectionCap(settings.ws_max_per_address),
         sync_limiter=RateLimiter(settings.sync_rate_per_min),
+        redis_probe=RedisProbe(redis_client),
+        origins=OriginPolicy(
+            frozenset(settings.allowed_origins) | own_origins(settings.gateway_host, settings.gateway_port)
+        ),
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[edges])
     app[GATEWAY] = gateway
@@ -80,7 +92,16 @@ def build_gateway_app(settings: Settings) -> web.Application:
     app.router.add_get("/auctions/{auction_id}", rest.countdown_page)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)
-    app.router.add_get("/metrics", rest.metrics)
+    if settings.gateway_metrics_port:
+        app.cleanup_ctx.append(metrics_listener)
+    else:
+        app.router.add_get("/metrics", rest.metrics)
+        if settings.gateway_host not in LOOPBACK_HOSTS:
+            log.warning(
+                "/metrics is served on the gateway's public address; set AUCTION_TIMER_GATEWAY_METRICS_PORT to "
+                "serve it on an internal one",
+                extra={"gateway_host": settings.gateway_host},
+            )
     app.router.add_static("/static", str(resources.files("app").joinpath("static")), show_index=False)
     app.cleanup_ctx.append(background)
     app.on_shutdown.append(lambda app: app[GATEWAY].hub.close_all())
@@ -88,12 +109,13 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the loop-lag probe and memory pruning run for the app's lifetime."""
+    """The feed, the loop-lag probe, memory pruning and the Redis probe run for the app's lifetime."""
     gw = app[GATEWAY]
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
+        asyncio.create_task(gw.redis_probe.run(), name="redis-probe"),
     ]
     yield
     for task in tasks:
@@ -103,6 +125,18 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await task
     await gw.outbox.close()
     await gw.timers.store.client.aclose()
+
+
+async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on AUCTION_TIMER_GATEWAY_METRICS_HOST:PORT, for the app's lifetime."""
+    settings = app[GATEWAY].settings
+    metrics_app = web.Application(middlewares=[edges])
+    metrics_app.router.add_get("/metrics", rest.metrics)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.gateway_metrics_host, settings.gateway_metrics_port).start()
+    yield
+    await runner.cleanup()
 
 
 async def watch_loop_lag(interval_s: float = 0.1) -> None:

@@ -1,6 +1,7 @@
 """Answering "what is this auction's timer now": Redis, or the gateway's memory when that
 is newer or Redis is down. A failing Redis is skipped for a moment (a small circuit
-breaker) so a Redis outage does not add a timeout to every request."""
+breaker) so a Redis outage does not add a timeout to every request; Redis refusing one
+auction's key for good (projections/refusals.py) is not an outage and leaves it closed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.gateway.last_seen import LastSeen
-from app.gateway.metrics import REDIS_UP, SOURCE
+from app.gateway.metrics import SOURCE
+from projections import refusals
 from projections.store import ProjectionStore
 from streams.state import LIVE
 
@@ -39,25 +41,26 @@ class Timers:
         self.clock = clock
         self._skip_redis_until = 0.0
 
-    @property
-    def redis_up(self) -> bool:
-        return time.monotonic() >= self._skip_redis_until
-
     async def read(self, auction_id: str) -> TimerView | None:
         """The newest state we can find; None for an unknown auction; Unavailable when Redis is
         down and memory has nothing."""
         remembered = self.memory.get(auction_id)
         stored: dict[str, Any] | None = None
         redis_failed = False
-        if self.redis_up:
+        if time.monotonic() >= self._skip_redis_until:
             try:
                 stored = await self.store.read(auction_id)
-                REDIS_UP.set(1)
             except (RedisError, OSError) as exc:
                 redis_failed = True
-                self._skip_redis_until = time.monotonic() + BREAKER_S
-                REDIS_UP.set(0)
-                log.warning("redis read failed; serving from memory", extra={"error": repr(exc)})
+                if refusals.is_permanent(exc):
+                    # Redis refuses this auction's key (a wrong type, an ACL): not an outage, so
+                    # the breaker stays closed for every other auction.
+                    refusals.report("gateway", auction_id, exc, log)
+                else:
+                    self._skip_redis_until = time.monotonic() + BREAKER_S
+                    log.warning(
+                        "redis read failed; serving from memory", extra={"error": f"{type(exc).__name__}: {exc}"}
+                    )
         else:
             redis_failed = True
         if stored is not None and (remembered is None or stored["version"] >= remembered["version"]):

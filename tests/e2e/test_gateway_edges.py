@@ -56,7 +56,9 @@ def close_code_in(stream: bytes) -> int | None:
 
 
 async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(stack: Stack) -> None:
-    gateway, base = stack.start_gateway(AUCTION_TIMER_WS_SEND_QUEUE="16")
+    # A close grace longer than the test, so the stuck client can read its close frame at the end
+    # (tests/e2e/test_gateway_hostile.py covers the reset after a short grace).
+    gateway, base = stack.start_gateway(AUCTION_TIMER_WS_SEND_QUEUE="16", AUCTION_TIMER_WS_CLOSE_GRACE_S="60")
     port = urllib.parse.urlparse(base).port
     assert port is not None
     state, _ = apply(None, envelope(started("slow-1", now_ms(), now_ms() + 600_000), time_ms=now_ms()))
@@ -143,14 +145,28 @@ async def test_redis_down_serves_stale_state_not_500(private_stack: Stack) -> No
 
         fresh = await eventually(from_redis, 60, "the timer from Redis")
         stack.redis.stop()
+
+        # Readiness asks Redis itself (a PING, cached for a second), before any request could
+        # have tripped the read path's circuit breaker.
+        async def readiness() -> dict[str, bool]:
+            return dict(await (await session.get(f"{base}/readyz")).json())
+
+        async def redis_down() -> bool:
+            return await readiness() == {"kafka": True, "redis": False}
+
+        await eventually(redis_down, 10, "readyz to see Redis down")
         response = await session.get(f"{base}/auctions/stale-1/timer")
         assert response.status == 200
         stale = await response.json()
         assert (stale["source"], stale["stale"], stale["version"]) == ("memory", True, fresh["version"])
         assert stale["ends_at_ms"] == fresh["ends_at_ms"]
         assert (await session.get(f"{base}/auctions/never-seen/timer")).status == 503
-        ready = await (await session.get(f"{base}/readyz")).json()
-        assert ready == {"kafka": True, "redis": False}
+        stack.redis.start()
+
+        async def redis_back() -> bool:
+            return await readiness() == {"kafka": True, "redis": True}
+
+        await eventually(redis_back, 10, "readyz to see Redis back")
         await watcher.stop()
 
 

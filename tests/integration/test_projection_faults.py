@@ -114,7 +114,10 @@ async def test_sentinel_failover_while_bids_extend(sentinel_stack: Stack, redis_
     stack = sentinel_stack
     stack.start_worker(AUCTION_TIMER_RECONCILE_INTERVAL_S="1")
     sentinel = Sentinel([("127.0.0.1", p) for p in redis_sentinel.sentinel_ports], socket_timeout=1)
-    client = sentinel.master_for(MASTER_NAME, password=redis_sentinel.password, decode_responses=True, socket_timeout=1)
+    admin = redis_sentinel.users[0]
+    client = sentinel.master_for(
+        MASTER_NAME, username=admin.name, password=admin.password, decode_responses=True, socket_timeout=1
+    )
     keys = Keys(stack.key_prefix)
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
         ends = await register(producer, watch, "fo", 100, 600_000)

@@ -22,7 +22,8 @@ def test_sentinel_failover_promotes_replica(redis_sentinel: RedisSentinelGroup, 
     sentinel = Sentinel(
         [("127.0.0.1", p) for p in redis_sentinel.sentinel_ports],
         socket_timeout=1,
-        password=redis_sentinel.password,
+        username=redis_sentinel.users[0].name,
+        password=redis_sentinel.users[0].password,
         sentinel_kwargs={},
     )
     primary = sentinel.master_for(MASTER_NAME, decode_responses=True)

@@ -41,6 +41,7 @@ async def test_lifecycle_ticks_extension_and_completion(stack: Stack) -> None:
         [registered] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "registered"), timeout=30)
         assert registered["id"] == "life-1:v1"
         assert registered["data"]["ends_at_ms"] == end
+
         def life_started(doc: dict) -> bool:
             return doc["event"] == "auction_timer_started" and doc["properties"]["auction_id"] == "life-1"
 
