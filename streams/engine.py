@@ -143,14 +143,20 @@ class Engine:
     # -- partitions come and go ------------------------------------------------------------
 
     def assign(self, partitions: Iterable[int]) -> None:
-        """Partitions this worker now owns: fresh groups (their store contents may have changed)."""
-        fresh = {p for p in partitions if p not in self.groups}
-        self.states.forget_partitions(fresh)
-        for partition in fresh:
+        """Partitions this worker now owns: fresh groups (their store contents may have changed).
+        Faust may deliver a batch of a new assignment before it announces the assignment, so
+        `receive` creates a missing group too."""
+        for partition in partitions:
+            self._group(partition)
+
+    def _group(self, partition: int) -> Group:
+        group = self.groups.get(partition)
+        if group is None:
+            self.states.forget_partitions({partition})
             group = self.groups[partition] = Group(partition)
             group.writer = asyncio.get_running_loop().create_task(self._write_changelog(group))
-        if fresh:
             self._ask()
+        return group
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Drop the groups of revoked partitions. A changelog write in flight is waited for (a
@@ -173,10 +179,11 @@ class Engine:
     # -- inputs ------------------------------------------------------------------------------
 
     async def receive(self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object]) -> None:
-        """One fetched batch of one input partition (Faust's agent calls this)."""
-        group = self.groups.get(partition)
-        if group is None or not records:
-            return  # not ours (any more): never acknowledged, the owner folds it
+        """One fetched batch of one input partition of the current assignment (Faust's agent calls
+        this; Faust skips batches fetched under an older one)."""
+        if not records:
+            return
+        group = self._group(partition)
         rank = RANK[topic]
         batch = Batch(ack, len(records))
         group.merger.add(rank, [
