@@ -200,7 +200,7 @@ class Settings:
         "WS_MAX_SUBSCRIPTIONS", "500", _integer(1, 10_000), "auctions one /updates WebSocket may follow at once"
     )
     ws_subscribe_rate_per_min: int = setting(
-        "WS_SUBSCRIBE_RATE_PER_MIN", "60", _integer(1, 100_000), "subscribe messages per client address per minute"
+        "WS_SUBSCRIBE_RATE_PER_MIN", "60", _integer(1, 100_000), "subscribe messages per /updates WebSocket per minute"
     )
     ws_close_grace_s: float = setting(
         "WS_CLOSE_GRACE_S",

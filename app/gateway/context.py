@@ -30,7 +30,6 @@ class Gateway:
     sync_limiter: RateLimiter
     redis_probe: RedisProbe
     origins: OriginPolicy
-    subscribe_limiter: RateLimiter
 
     @property
     def tick_interval_ms(self) -> int:

@@ -4,14 +4,14 @@ The client sends `{"type":"subscribe","auctions":[...]}` and `{"type":"unsubscri
 Each newly followed auction gets its own `snapshot` (state null for an unknown auction),
 then that auction's updates, each carrying `auction_id` and the auction's `seq`, framed once
 for every socket that follows it. A subscribe is all or nothing: over the per-connection
-cap (`too_many_subscriptions`), over the per-address rate (`rate_limited`, with
+cap (`too_many_subscriptions`), over the per-connection rate (`rate_limited`, with
 `retry_after_ms`) or naming a bad id (`bad_auctions`), nothing of it is applied. An
 unsubscribe is answered `unsubscribed`: nothing for those auctions follows it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +19,7 @@ from aiohttp import web
 from app.gateway.context import Gateway
 from app.gateway.hub import Connection
 from app.gateway.metrics import SUBSCRIPTIONS
-from app.gateway.security import valid_auction_id
+from app.gateway.security import RateLimiter, valid_auction_id
 from app.gateway.ws import Reply, follow, read_client, upgrade, ws_error
 
 # 500 ids of 64 characters, quoted and separated, fit in 34 KiB.
@@ -40,6 +40,12 @@ class Session:
     gw: Gateway
     conn: Connection
     address: str
+    # Per connection, not per address: many viewers may share one address (NAT), and the
+    # per-address connection cap already bounds what one address can open.
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.gw.settings.ws_subscribe_rate_per_min)
 
     def auctions_of(self, message: dict[str, Any]) -> list[str] | None:
         """The message's auction ids, each once, in order; None unless it is a list of 1 to
@@ -60,7 +66,7 @@ class Session:
         if ids is None:
             SUBSCRIPTIONS.labels("bad_auctions").inc()
             return self.bad_auctions()
-        allowed, retry_after_s = self.gw.subscribe_limiter.allow(self.address)
+        allowed, retry_after_s = self.limiter.allow(self.address)
         if not allowed:
             SUBSCRIPTIONS.labels("rate_limited").inc()
             return ws_error(

@@ -84,7 +84,6 @@ def build_gateway_app(settings: Settings) -> web.Application:
         origins=OriginPolicy(
             frozenset(settings.allowed_origins) | own_origins(settings.gateway_host, settings.gateway_port)
         ),
-        subscribe_limiter=RateLimiter(settings.ws_subscribe_rate_per_min),
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[edges])
     app[GATEWAY] = gateway
