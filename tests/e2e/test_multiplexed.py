@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,10 @@ UPDATES = ("tick", "registered", "started", "extended", "completed", "cancelled"
 
 def ws_base(base: str) -> str:
     return base.replace("http", "ws", 1)
+
+
+def all_snapshots(recorders: list[Recorder]) -> Callable[[], Awaitable[bool]]:
+    return lambda: asyncio.sleep(0, result=all(r.messages for r in recorders))
 
 
 def assert_in_order_without_gaps(messages: list[dict[str, Any]], auction_id: str) -> None:
@@ -74,7 +79,7 @@ async def test_one_socket_follows_500_auctions_beside_1000_single_auction_socket
             recorders = [Recorder(ws).start() for ws in sockets]
             # A wave at a time: more snapshot reads at once than Redis connections in the gateway's
             # pool (100) fail (MaxConnectionsError) and are answered from memory or null.
-            await eventually(lambda w=recorders: asyncio.sleep(0, result=all(r.messages for r in w)), 30, "a wave")
+            await eventually(all_snapshots(recorders), 30, "a wave's snapshots")
             singles += recorders
             followed += batch
         many = Recorder(await session.ws_connect(f"{ws_base(base)}/updates")).start()
