@@ -203,6 +203,7 @@ window.auctionCatalogue = {
   ids: () => [...$("lots").rows].filter((row) => !row.classList.contains("ended")).map((row) => row.dataset.auction),
   state: (id) => lots.get(id)?.cd.state ?? null,
   remainingMs: (id) => lots.get(id)?.cd.remainingMs() ?? null,
+  seq: (id) => lots.get(id)?.cd.seq ?? null,
   connection: () => socket.state,
   offset: () => clock.offset,
   get polls() { return socket.polls; },

@@ -59,7 +59,13 @@ async def test_the_catalogue_shows_live_auctions_over_one_socket(stack: Stack, b
         page = await browser.new_page(viewport={"width": 1100, "height": 900})
         await page.add_init_script(SKEW_DATE)
         sockets: list[WebSocket] = []
-        page.on("websocket", lambda ws: sockets.append(ws))
+        frames_sent: list[str] = []
+
+        def opened(ws: WebSocket) -> None:
+            sockets.append(ws)
+            ws.on("framesent", lambda payload: frames_sent.append(str(payload)))
+
+        page.on("websocket", opened)
         await page.goto(f"{base}/")
         assert await js(page, "Date.now() - performance.timeOrigin - performance.now()") > 9 * 60 * 1000
         live = f"auctionCatalogue.connection() === 'live' && auctionCatalogue.ids().length === {LOTS}"
@@ -109,10 +115,19 @@ async def test_the_catalogue_shows_live_auctions_over_one_socket(stack: Stack, b
         await page.screenshot(path=str(shot))
         shutil.copy(shot, ROOT / "docs" / "catalogue.png")
 
+        # A new auction appears in its place (the page lists again every 10 s) and is subscribed.
+        ends["lot-new"] = now_ms() + 200_000
+        await produce(producer, record(ev.AuctionStarted("lot-new", now_ms(), ends["lot-new"], POLICY, "m")))
+        await eventually(lambda: js(page, "auctionCatalogue.ids().includes('lot-new')"), 30, "the new lot listed")
+        order = await js(page, "auctionCatalogue.ids()")
+        assert order == sorted(order, key=lambda a: (ends[a], a))
+        assert any('"subscribe"' in frame and '"lot-new"' in frame for frame in frames_sent)
+        await eventually(lambda: js(page, "auctionCatalogue.seq('lot-new') > 0"), 10, "an update of the new lot")
+
         # The short auction ends by its deadline and leaves the list; the rest stay.
         await eventually(lambda: js(page, "!auctionCatalogue.ids().includes('lot-ending')"), 60, "the ended lot gone")
         await eventually(heard("Auction lot-ending has ended"), 5, "the ending announced")
-        assert len(await js(page, "auctionCatalogue.ids()")) == LOTS - 1
+        assert len(await js(page, "auctionCatalogue.ids()")) == LOTS
         announced = await js(page, "auctionCatalogue.announced")
         assert len(announced) <= 4, announced  # extensions and endings, not every second
 
