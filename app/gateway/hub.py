@@ -110,7 +110,19 @@ class Subscriber:
 class Channel:
     seq: int = 0
     sent_at: float = field(default_factory=time.monotonic)  # the last message out (monotonic s)
+    version: int = 0  # the newest state sent
+    server_time_ms: int = 0  # the newest server time sent
     subscribers: set[Subscriber] = field(default_factory=set)
+
+    def stale(self, message: dict[str, Any]) -> bool:
+        """A tick of the state already sent, stamped before the channel's last message: the
+        worker's periodic tick arriving just after the gateway ticked for it. It says nothing
+        new, and would put the subscribers' server time back."""
+        return (
+            message.get("type") == "tick"
+            and message.get("version") == self.version
+            and int(message.get("server_time_ms") or 0) < self.server_time_ms
+        )
 
 
 @dataclass
@@ -146,13 +158,15 @@ class Hub:
                 del self.channels[sub.auction_id]
 
     def publish(self, auction_id: str, message: dict[str, Any]) -> int:
-        """Number the message for its channel, frame it once and send it to every subscriber.
-        Returns how many subscribers got it."""
+        """Number the message for its channel, frame it once and send it to every subscriber
+        (unless it is a stale tick). Returns how many subscribers got it."""
         channel = self.channels.get(auction_id)
-        if channel is None:
+        if channel is None or channel.stale(message):
             return 0
         channel.seq += 1
         self.rest(auction_id, channel)
+        channel.version = max(channel.version, int(message.get("version") or 0))
+        channel.server_time_ms = max(channel.server_time_ms, int(message.get("server_time_ms") or 0))
         message["seq"] = channel.seq
         frame = text_frame(orjson.dumps(message))
         delivered = 0
