@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 import signal
 import sys
@@ -15,6 +16,7 @@ import aiohttp
 
 from app.client import countdown as cd
 from app.client.client import ConnectionChanged, TimerClient, Updated
+from app.client.watch import watch
 from streams import events as ev
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
@@ -201,3 +203,21 @@ async def test_watch_all_draws_a_board_of_running_auctions(stack: Stack) -> None
     assert [row.split()[0] for row in board[2:]] == ["board-1", "board-2", "board-0"]  # soonest first
     assert all(re.fullmatch(r"\S+ +\d\d:\d\d:\d\d +v1", row) for row in board[2:]), board
     assert code == 130
+
+
+async def test_watch_follows_named_auctions_until_they_end(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    start = now_ms()
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        for auction_id, seconds in (("w-1", 4), ("w-2", 5), ("w-3", 4)):
+            await produce(producer, record(ev.AuctionStarted(auction_id, start, start + seconds * 1000, POLICY, "m")))
+    several, one = io.StringIO(), io.StringIO()
+    async with asyncio.timeout(40):
+        codes = await asyncio.gather(watch(base, ["w-1", "w-2"], out=several), watch(base, ["w-3"], out=one))
+    assert list(codes) == [0, 0]
+    *_, last_board = several.getvalue().strip().split("\n\n")
+    heading, _columns, *board_rows = last_board.splitlines()
+    assert heading == "0 running  [live]"
+    assert [row.split() for row in board_rows] == [["w-1", "00.0s", "v2", "ended"], ["w-2", "00.0s", "v2", "ended"]]
+    assert one.getvalue().splitlines()[-1] == "w-3  00.0s  [live]  v2  ended"
