@@ -4,9 +4,12 @@ display's resolution, an extension shown within a second, an ended auction leavi
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -132,3 +135,42 @@ async def test_the_catalogue_shows_live_auctions_over_one_socket(stack: Stack, b
         assert len(announced) <= 4, announced  # extensions and endings, not every second
 
     assert [s.url for s in sockets] == [f"{base.replace('http', 'ws')}/updates"]  # exactly one WebSocket
+
+
+async def test_the_catalogue_reconnects_and_polls_like_the_countdown_page(stack: Stack, browser: Browser) -> None:
+    stack.start_worker()
+    gateway, base = stack.start_gateway()
+    start = now_ms()
+    ends = {f"down-{i}": start + 300_000 + i * 1_000 for i in range(5)}
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        await produce(producer, *(record(ev.AuctionStarted(a, start, e, POLICY, "m")) for a, e in ends.items()))
+    page = await browser.new_page()
+    subscribed: list[list[str]] = []  # the auctions each socket subscribed, by socket
+
+    def opened(ws: WebSocket) -> None:
+        subscribed.append([])
+        mine = subscribed[-1]
+        ws.on("framesent", lambda payload: mine.extend(json.loads(payload).get("auctions", [])))
+
+    page.on("websocket", opened)
+    await page.goto(f"{base}/")
+    live = "auctionCatalogue.connection() === 'live' && auctionCatalogue.ids().length === 5"
+    await eventually(lambda: js(page, live), 60, "the page live with every auction")
+    await eventually(lambda: js(page, "auctionCatalogue.offset() !== null"), 10, "a clock estimate")
+    gateway.stop()
+    await eventually(lambda: js(page, "auctionCatalogue.connection() === 'reconnecting'"), 10, "reconnecting")
+    await eventually(lambda: js(page, "auctionCatalogue.connection() === 'polling'"), 10, "polling")
+    assert await page.inner_text("#pill") == "polling"
+    await eventually(lambda: js(page, "auctionCatalogue.polls >= 2"), 10, "polls while the gateway is down")
+    assert await js(page, "auctionCatalogue.ids()") == list(ends)  # still listed, still counting
+    for auction_id, end in ends.items():
+        before = now_ms()
+        shown = await js(page, f"auctionCatalogue.remainingMs('{auction_id}')")
+        assert abs(shown - (end - (before + now_ms()) / 2)) <= SLACK_MS + (now_ms() - before)
+    stack.start_gateway(port=urllib.parse.urlparse(base).port)
+    await eventually(lambda: js(page, "auctionCatalogue.connection() === 'live'"), 30, "live again")
+    # Every attempt while the gateway was down was a socket of its own; the one that got through
+    # subscribed every lot again.
+    resubscribed = lambda: asyncio.sleep(0, result=len(subscribed) >= 2 and len(subscribed[-1]) == 5)  # noqa: E731
+    await eventually(resubscribed, 10, "every lot subscribed on the new socket")
+    assert sorted(subscribed[0]) == sorted(subscribed[-1]) == list(ends)
