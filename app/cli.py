@@ -67,9 +67,12 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from app.client.watch import watch
 
+    if bool(args.auction_ids) == args.all:
+        print("auction-timer watch: name one or more auctions, or --all", file=sys.stderr)
+        return 2
     base = args.url or f"http://{settings.gateway_host}:{settings.gateway_port}"
     try:
-        return asyncio.run(watch(base, args.auction_id))
+        return asyncio.run(watch(base, args.auction_ids, all_running=args.all))
     except KeyboardInterrupt:
         return 130
 
@@ -91,7 +94,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "worker": (cmd_worker, "run a Faust worker: fold the input topics, schedule deadlines and ticks"),
     "demo": (cmd_demo, "start Kafka, Redis, a worker, a gateway and synthetic auctions until Ctrl-C"),
     "replay": (cmd_replay, "rebuild timelines or the projection from the topics, or verify the live state"),
-    "watch": (cmd_watch, "show one auction's live countdown in the terminal until it ends"),
+    "watch": (cmd_watch, "show auctions' live countdowns in the terminal (one connection), or a board of all running"),
     "settings": (cmd_settings, "list every AUCTION_TIMER_* variable with its default"),
 }
 
@@ -111,7 +114,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
         if name == "watch":
-            p.add_argument("auction_id", help="the auction to follow")
+            p.add_argument("auction_ids", nargs="*", metavar="AUCTION", help="the auctions to follow, until they end")
+            p.add_argument("--all", action="store_true", help="a board of every running auction, until Ctrl-C")
             p.add_argument("--url", help="gateway base URL (default: from AUCTION_TIMER_GATEWAY_HOST/PORT)")
     return top
 

@@ -26,6 +26,7 @@ from streams.clock import wall_ms
 from streams.tracing import new_traceparent
 
 SOURCE = "urn:auction-timer:demo"
+LIVE_AUCTIONS = 24  # enough to fill the catalogue page
 
 
 def service_env(
@@ -53,7 +54,7 @@ async def generate(bootstrap: str, base_url: str, stop: asyncio.Event, rng: rand
     try:
         while not stop.is_set():
             now = wall_ms()
-            if len(live) < 12 and rng.random() < 0.5:
+            if len(live) < LIVE_AUCTIONS and rng.random() < 0.5:
                 auction_id = f"demo-{uuid.uuid4().hex[:6]}"
                 ends = now + rng.randint(30, 150) * 1000
                 policy = ev.Policy(soft_close_window_ms=15_000, extension_ms=10_000, max_extension_ms=120_000)
@@ -91,6 +92,7 @@ def run(settings: Settings, duration_s: float | None) -> int:
     services: list[ServerProcess] = []
     host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
     base_url = f"http://{host}:{settings.gateway_port}"
+    print(f"catalogue of running auctions: {base_url}/  (open it in a browser; it is up in a few seconds)", flush=True)
     try:
         print("starting Kafka (KRaft, one node) and Redis (AOF) ...", flush=True)
         kafka.start()
@@ -103,7 +105,8 @@ def run(settings: Settings, duration_s: float | None) -> int:
             services.append(proc)
         wait_until(lambda: gateway_feed_live(base_url), 60, f"the gateway at {base_url}", alive=services[-1].running)
         print(
-            f"\nrunning:\n  Kafka     {kafka.bootstrap}  (log {kafka.nodes[0].data_dir / 'server.log'})\n"
+            f"\nrunning:\n  catalogue {base_url}/\n"
+            f"  Kafka     {kafka.bootstrap}  (log {kafka.nodes[0].data_dir / 'server.log'})\n"
             f"  Redis     {redis.url}  (AOF in {redis.data_dir})\n"
             f"  worker    pid {services[0].pid}, metrics http://127.0.0.1:{metrics_port}/metrics"
             f"  (log {services[0].log_path})\n"

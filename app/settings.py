@@ -220,7 +220,16 @@ class Settings:
         "WS_MAX_PER_ADDRESS", "50", _integer(1, 100_000), "WebSocket connections allowed per client address"
     )
     ws_send_queue: int = setting(
-        "WS_SEND_QUEUE", "64", _integer(4, 10_000), "messages queued per socket before it is closed as slow"
+        "WS_SEND_QUEUE",
+        "64",
+        _integer(4, 10_000),
+        "messages queued per socket (plus one per auction it follows) before it is closed as slow",
+    )
+    ws_max_subscriptions: int = setting(
+        "WS_MAX_SUBSCRIPTIONS", "500", _integer(1, 10_000), "auctions one /updates WebSocket may follow at once"
+    )
+    ws_subscribe_rate_per_min: int = setting(
+        "WS_SUBSCRIBE_RATE_PER_MIN", "60", _integer(1, 100_000), "subscribe messages per /updates WebSocket per minute"
     )
     ws_close_grace_s: float = setting(
         "WS_CLOSE_GRACE_S",

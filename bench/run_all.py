@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("clients", "timers", "ingest", "fanout", "recovery")
+BENCHES = ("clients", "timers", "ingest", "fanout", "catalogue", "recovery")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -50,6 +50,14 @@ def rows() -> list[tuple[str, str, str]]:
         out.append((f"Fan-out, {phase['subscribers']:,} subscribers of one auction", target,
                     f"clients saw p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}; gateway-side p99 ≤ {gateway_side}; "
                     f"{delivered}, {phase['sequence_gaps']} gaps; loop lag p99 ≤ {lag}"))  # fmt: skip
+    for phase in load("catalogue").get("phases", []):
+        lat = phase["delivery_latency_ms"]
+        what = (f"{phase['auctions_per_connection']:,} auctions each over /updates" if phase["mode"] == "mux"
+                else "one auction each")  # fmt: skip
+        out.append((f"Catalogue fan-out, {phase['connections']:,} sockets, {what}", "report (issue #16)",
+                    f"p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}; {phase['deliveries']:,} delivered, "
+                    f"{phase['sequence_gaps']} gaps; loop lag p99 ≤ {ms(phase['gateway_loop_lag_p99_ms_bucket'])}; "
+                    f"gateway CPU {phase['gateway_cpu_ms_per_1000_deliveries']} ms per 1,000 deliveries"))  # fmt: skip
     if clients:
         err = clients["countdown_error_ms"]
         out.append(("Client countdown error vs truth (clock ±10 min, 0-200 ms jitter)", "p99 ≤ 50 ms",

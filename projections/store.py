@@ -19,6 +19,15 @@ Mode = Literal["newer", "repair"]
 Stored = tuple[dict[str, Any] | None, float | None]  # a hash (None when missing) and its active-set score
 CAS_SCRIPT = resources.files("projections").joinpath("cas.lua").read_text()
 CHECK_SCRIPT = resources.files("projections").joinpath("check.lua").read_text()
+# A page of the active set after a cursor (score, member), in one atomic step: by rank when the
+# cursor's auction is still there at that score, else from that score on.
+ACTIVE_PAGE_SCRIPT = """
+local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
+if rank and tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2])) == tonumber(ARGV[1]) then
+  return redis.call('ZRANGE', KEYS[1], rank + 1, rank + tonumber(ARGV[4]), 'WITHSCORES')
+end
+return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[3], 'BYSCORE', 'LIMIT', 0, ARGV[4], 'WITHSCORES')
+"""
 
 # The hash's fields, in order; every one is written on every change.
 FIELDS = (
@@ -103,6 +112,7 @@ class ProjectionStore:
     def __post_init__(self) -> None:
         self._cas = self.client.register_script(CAS_SCRIPT)
         self._check = self.client.register_script(CHECK_SCRIPT)
+        self._active_page = self.client.register_script(ACTIVE_PAGE_SCRIPT)
 
     def _args(self, item: Projected, mode: Mode, now_ms: int) -> list[Any]:
         pairs: list[Any] = []
@@ -190,6 +200,22 @@ class ProjectionStore:
             else:
                 raise refused
         return out
+
+    async def active_page(
+        self, after: tuple[int, str] | None, before_ms: int | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """Up to `limit` (auction_id, ends_at_ms) of the active set in (ends_at_ms, auction_id)
+        order, after `after`. When `after`'s auction has left the set or moved, the page starts at
+        its ends_at_ms, so auctions ending that same millisecond may come again: the caller
+        drops what is not after the cursor. Rows past `before_ms` may follow a cursor."""
+        bound = "+inf" if before_ms is None else f"({before_ms}"
+        if after is None:
+            raw: list[Any] = await self.client.zrange(
+                self.keys.active, "-inf", bound, byscore=True, offset=0, num=limit, withscores=True
+            )
+            return [(str(member), int(score)) for member, score in raw]
+        flat: list[Any] = await self._active_page(keys=[self.keys.active], args=[after[0], after[1], bound, limit])
+        return [(str(member), int(float(score))) for member, score in zip(flat[::2], flat[1::2], strict=True)]
 
 
 def _applied(result: Any) -> bool | ResponseError:

@@ -11,7 +11,8 @@ How far our estimate falls outside that interval is the drift:
 - over 500 ms: that, and a Sync (POST /timers/sync, then rehydrate).
 
 A newer version wins at once; an older one is ignored; a gap in `seq` asks for a
-rehydrate. The browser page (app/static/countdown.js) implements the same rules.
+rehydrate. One ServerClock serves every auction a client follows; each auction has its own
+Countdown (state and seq). The browser pages (app/static/timer.js) implement the same rules.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ WARN_ABOVE_MS = 250
 SYNC_ABOVE_MS = 500
 SLEW_RATE = 0.1  # ms of correction per ms of time: 100 ms in a second
 MIN_LATENCY_SLACK_MS = 100
+UPDATES = frozenset({"tick", "registered", "started", "extended", "completed", "cancelled"})
 
 
 @dataclass(frozen=True)
 class Extended:
+    auction_id: str
     previous_ends_at_ms: int
     ends_at_ms: int
     version: int
@@ -39,6 +42,7 @@ class Extended:
 
 @dataclass(frozen=True)
 class Ended:
+    auction_id: str
     status: str
     version: int
 
@@ -72,15 +76,13 @@ Output = Extended | Ended | DriftWarning | Corrected | Sync | Rehydrate
 
 
 @dataclass
-class Countdown:
+class ServerClock:
+    """The estimate of the server's clock: offset = server time - monotonic time."""
+
     now: Callable[[], float]  # monotonic milliseconds
     estimator: ClockEstimator = field(default_factory=ClockEstimator)
-    state: dict[str, Any] | None = None
-    seq: int | None = None
     offset: float | None = None  # what the display uses; slews toward the estimator's
     _slew_at: float = 0.0
-
-    # -- the clock -------------------------------------------------------------------------
 
     def sample(self, sent: float, server_ms: float, received: float) -> None:
         """A round trip (ping/pong, GET or sync): refine the estimate."""
@@ -102,14 +104,6 @@ class Countdown:
     def server_now(self) -> float | None:
         return None if self.offset is None else self.now() + self._advance()
 
-    def remaining_ms(self) -> int | None:
-        server_now = self.server_now()
-        if self.state is None or server_now is None:
-            return None
-        if self.state["status"] not in LIVE:
-            return 0
-        return max(0, round(int(self.state["ends_at_ms"]) - server_now))
-
     def _bounds(self, server_ms: float, received: float) -> tuple[float, float]:
         """The offsets a message stamped `server_ms`, received at `received`, allows: the server
         read at least `server_ms` then, and at most that plus a plausible one-way latency."""
@@ -124,7 +118,8 @@ class Countdown:
         shown = self._advance()
         return shown - min(max(shown, low), high)
 
-    def _check(self, server_ms: float, received: float) -> list[Output]:
+    def check(self, server_ms: float, received: float) -> list[Output]:
+        """A message stamped `server_ms` arrived at `received`: correct the estimate if it disagrees."""
         if self.offset is None:
             return []  # no clock estimate yet: nothing to check against
         drift = self.drift_against(server_ms, received)
@@ -148,7 +143,22 @@ class Countdown:
             out.append(Sync(drift))
         return out
 
-    # -- state -----------------------------------------------------------------------------
+
+@dataclass
+class Countdown:
+    """One auction: its newest state and its channel's seq, shown on the shared clock."""
+
+    clock: ServerClock
+    state: dict[str, Any] | None = None
+    seq: int | None = None
+
+    def remaining_ms(self) -> int | None:
+        server_now = self.clock.server_now()
+        if self.state is None or server_now is None:
+            return None
+        if self.state["status"] not in LIVE:
+            return 0
+        return max(0, round(int(self.state["ends_at_ms"]) - server_now))
 
     def apply_state(self, new: dict[str, Any]) -> list[Output]:
         """Newer version wins at once, older is ignored, equal refreshes the fields."""
@@ -159,31 +169,32 @@ class Countdown:
         if old is None or new["version"] == old["version"]:
             return []
         out: list[Output] = []
+        auction_id = str(self.state["auction_id"])
         if new["ends_at_ms"] > old["ends_at_ms"]:
-            out.append(Extended(old["ends_at_ms"], new["ends_at_ms"], new["version"]))
+            out.append(Extended(auction_id, old["ends_at_ms"], new["ends_at_ms"], new["version"]))
         if new["status"] not in LIVE and old["status"] in LIVE:
-            out.append(Ended(new["status"], new["version"]))
+            out.append(Ended(auction_id, new["status"], new["version"]))
         return out
 
     def hydrate(self, body: dict[str, Any], sent: float, received: float) -> list[Output]:
         """A GET (or sync) answer: a clock sample and the state."""
-        self.sample(sent, body["server_time_ms"], received)
+        self.clock.sample(sent, body["server_time_ms"], received)
         return self.apply_state(body)
 
     def on_message(self, message: dict[str, Any], received: float) -> list[Output]:
         kind = message.get("type")
         if kind == "snapshot":
             self.seq = message["seq"]
-            out = self._check(message["server_time_ms"], received)
+            out = self.clock.check(message["server_time_ms"], received)
             if message.get("state"):
                 out += self.apply_state(message["state"])
             return out
-        if kind in ("tick", "registered", "started", "extended", "completed", "cancelled"):
+        if kind in UPDATES:
             out = []
             if self.seq is not None and message["seq"] != self.seq + 1:
                 out.append(Rehydrate(f"seq {self.seq} -> {message['seq']}"))
             self.seq = message["seq"]
             out += self.apply_state({k: v for k, v in message.items() if k not in ("type", "seq")})
-            out += self._check(message["server_time_ms"], received)
+            out += self.clock.check(message["server_time_ms"], received)
             return out
         return []

@@ -23,3 +23,9 @@ FEED_SKIPPED = Counter(
 )
 REDIS_UP = Gauge("auctions_gateway_redis_up", "1 when Redis answered the last PING (once a second; /readyz's redis)")
 SOURCE = Counter("auctions_gateway_timer_reads_total", "Timer reads by the source that answered", ["source"])
+GATEWAY_TICKS = Counter(
+    "auctions_gateway_ticks_total", "Ticks the gateway sent itself for watched auctions quiet for a tick interval"
+)
+SUBSCRIPTIONS = Counter(
+    "auctions_gateway_ws_subscribe_requests_total", "WebSocket subscribe messages by result", ["result"]
+)

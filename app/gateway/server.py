@@ -10,7 +10,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from app.gateway import rest, ws
+from app.gateway import catalogue, mux, rest, ws
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.feed import Feed
 from app.gateway.hub import Hub
@@ -19,6 +19,7 @@ from app.gateway.metrics import LOOP_LAG, REQUESTS
 from app.gateway.outbox import Outbox
 from app.gateway.probe import RedisProbe
 from app.gateway.security import LOOPBACK_HOSTS, ConnectionCap, OriginPolicy, RateLimiter, own_origins
+from app.gateway.ticker import Ticker
 from app.gateway.timers import Timers
 from app.redis_client import connect
 from app.settings import Settings
@@ -89,6 +90,9 @@ def build_gateway_app(settings: Settings) -> web.Application:
     app.router.add_get("/auctions/{auction_id}/timer", rest.get_timer)
     app.router.add_post("/timers/sync", rest.post_sync)
     app.router.add_get("/auctions/{auction_id}/updates", ws.updates)
+    app.router.add_get("/updates", mux.updates_many)
+    app.router.add_get("/auctions", catalogue.list_auctions)
+    app.router.add_get("/", catalogue.catalogue_page)
     app.router.add_get("/auctions/{auction_id}", rest.countdown_page)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)
@@ -109,10 +113,12 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the loop-lag probe, memory pruning and the Redis probe run for the app's lifetime."""
+    """The feed, the ticker, the loop-lag probe, memory pruning and the Redis probe run for the
+    app's lifetime."""
     gw = app[GATEWAY]
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
+        asyncio.create_task(Ticker(gw.hub, gw.memory, gw.settings.tick_interval_s).run(), name="ticker"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
         asyncio.create_task(gw.redis_probe.run(), name="redis-probe"),

@@ -1,16 +1,17 @@
-"""WS /auctions/{id}/updates: a snapshot at once, then numbered updates; ping gets pong.
+"""WebSockets: the upgrade and the read loop every socket shares, and WS /auctions/{id}/updates
+(one auction: a snapshot at once, then numbered updates; ping gets pong).
 
-Before the upgrade: the id is validated, the Origin checked against the allow-list and
-the per-address connection cap applied. After it: frames over 4 KiB close the socket
-with 1009, bad JSON gets an error frame, a flood of frames closes it with 1008. A socket
-holds its place under the cap until it is really closed (app/gateway/closing.py).
+Before the upgrade: the Origin is checked against the allow-list and the per-address
+connection cap applied. After it: frames over the endpoint's limit close the socket with
+1009, bad JSON gets an error frame, a flood of frames closes it with 1008. A socket holds its
+place under the cap until it is really closed (app/gateway/closing.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from app.gateway.closing import GatewayWebSocket, let_go
 from app.gateway.context import GATEWAY, Gateway
-from app.gateway.hub import Channel, Subscriber, encode
+from app.gateway.hub import Channel, Connection, encode
 from app.gateway.metrics import CONNECTIONS, CONNECTS
 from app.gateway.rest import error
 from app.gateway.security import BAD_AUCTION_ID, client_address, valid_auction_id
@@ -29,13 +30,27 @@ HEARTBEAT_S = 20.0
 MAX_FRAMES_PER_S = 20
 POLICY_VIOLATION = 1008
 
+Reply = dict[str, Any] | None
+Handlers = Mapping[str, Callable[[dict[str, Any]], Awaitable[Reply]]]
+Session = Callable[[Gateway, Connection, str], Awaitable[None]]
+
 
 async def updates(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
     auction_id = request.match_info["auction_id"]
     if not valid_auction_id(auction_id):
         CONNECTS.labels("bad_id").inc()
         return error(400, "bad_request", BAD_AUCTION_ID)
+
+    async def follow_one(gw: Gateway, conn: Connection, address: str) -> None:
+        await follow(gw, conn, auction_id)
+        await read_client(gw, conn.ws, {})
+
+    return await upgrade(request, MAX_FRAME_BYTES, follow_one)
+
+
+async def upgrade(request: web.Request, max_frame_bytes: int, session: Session) -> web.StreamResponse:
+    """Origin and per-address cap, then the upgrade; `session` runs for the socket's life."""
+    gw = request.app[GATEWAY]
     if not gw.origins.allows(request.headers.get("Origin")):
         CONNECTS.labels("forbidden_origin").inc()
         return error(403, "forbidden_origin", "this Origin may not open WebSockets here")
@@ -50,7 +65,7 @@ async def updates(request: web.Request) -> web.StreamResponse:
         ws = GatewayWebSocket(
             close_grace_s=gw.settings.ws_close_grace_s,
             heartbeat=HEARTBEAT_S,
-            max_msg_size=MAX_FRAME_BYTES + 1,  # aiohttp refuses a message of max_msg_size itself
+            max_msg_size=max_frame_bytes + 1,  # aiohttp refuses a message of max_msg_size itself
             autoping=False,  # pings are answered in read_client, so they count toward the frame limit
             compress=False,
             timeout=5.0,
@@ -58,9 +73,13 @@ async def updates(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
+        conn = Connection(ws, transport, gw.settings.ws_send_queue)
+        gw.hub.attach(conn)
         try:
-            await serve(gw, ws, transport, auction_id)
+            with contextlib.suppress(ConnectionResetError):  # the client left: nobody to answer
+                await session(gw, conn, address)
         finally:
+            gw.hub.detach(conn)
             try:
                 # The socket counts (here and under the cap) until it is really closed.
                 await let_go(transport, gw.settings.ws_close_grace_s)
@@ -73,10 +92,13 @@ async def updates(request: web.Request) -> web.StreamResponse:
 
 async def snapshot(gw: Gateway, auction_id: str, channel: Channel) -> dict[str, Any]:
     """The newest state of Redis and memory, numbered with the channel's seq as it stands once
-    that read is done: it covers every message published up to then."""
+    that read is done: it covers every message published up to then. What Redis answered is
+    remembered too: the gateway's own ticks are built from memory."""
     try:
         view = await gw.timers.read(auction_id)
         state = gw.timers.present(view, gw.tick_interval_ms) if view else None
+        if view is not None and view.source == "redis":
+            gw.memory.update(view.state)
     except Unavailable:
         state = None
     return {
@@ -90,23 +112,21 @@ async def snapshot(gw: Gateway, auction_id: str, channel: Channel) -> dict[str, 
     }
 
 
-async def serve(gw: Gateway, ws: web.WebSocketResponse, transport: asyncio.Transport, auction_id: str) -> None:
-    sub = Subscriber(ws, transport, auction_id, gw.settings.ws_send_queue)
-    channel = gw.hub.subscribe(sub)
-    try:
-        with contextlib.suppress(ConnectionResetError):  # the client left: nobody to answer
-            # Subscribed first, so nothing published while Redis is read is missed.
-            first = await snapshot(gw, auction_id, channel)
-            await ws.send_str(encode(first))
-            sub.start(after_seq=first["seq"])
-            await read_client(gw, ws)
-    finally:
-        gw.hub.unsubscribe(sub)
+async def follow(gw: Gateway, conn: Connection, auction_id: str) -> None:
+    """Subscribe `conn` to an auction: subscribed first, so nothing published while Redis is read
+    is missed; then the snapshot; then what was published meanwhile."""
+    sub, channel = gw.hub.subscribe(conn, auction_id)
+    first = await snapshot(gw, auction_id, channel)
+    if conn.closing:
+        return
+    await conn.ws.send_str(encode(first))
+    sub.start(after_seq=first["seq"])
 
 
-async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:
-    """Answer the client's frames until it goes. Every frame counts toward MAX_FRAMES_PER_S,
-    control frames (ping, pong) too: a flood of them costs the gateway as much as any."""
+async def read_client(gw: Gateway, ws: web.WebSocketResponse, handlers: Handlers) -> None:
+    """Answer the client's frames until it goes: ping here, the other types by `handlers`.
+    Every frame counts toward MAX_FRAMES_PER_S, control frames (ping, pong) too: a flood of them
+    costs the gateway as much as any."""
     window_start, frames = time.monotonic(), 0
     async for msg in ws:
         now = time.monotonic()
@@ -123,21 +143,29 @@ async def read_client(gw: Gateway, ws: web.WebSocketResponse) -> None:
         elif msg.type == WSMsgType.ERROR:
             return  # aiohttp has closed the socket (1009, a protocol error)
         elif msg.type != WSMsgType.TEXT:
-            await ws.send_str(encode({"type": "error", "code": "text_only", "message": "send JSON text frames"}))
-        else:
-            await ws.send_str(encode(answer(gw, msg.data)))
+            await ws.send_str(encode(ws_error("text_only", "send JSON text frames")))
+        elif (reply := await answer(gw, msg.data, handlers)) is not None and not ws.closed:
+            await ws.send_str(encode(reply))
 
 
-def answer(gw: Gateway, text: str) -> dict[str, Any]:
+def ws_error(code: str, message: str, **detail: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **detail}
+
+
+async def answer(gw: Gateway, text: str, handlers: Handlers) -> Reply:
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return {"type": "error", "code": "bad_json", "message": "frames must be JSON objects"}
+        return ws_error("bad_json", "frames must be JSON objects")
     if not isinstance(message, dict):
-        return {"type": "error", "code": "bad_json", "message": "frames must be JSON objects"}
-    if message.get("type") == "ping":
+        return ws_error("bad_json", "frames must be JSON objects")
+    kind = message.get("type")
+    if kind == "ping":
         client_time = message.get("client_time_ms")
         if not isinstance(client_time, (int, float)) or isinstance(client_time, bool):
-            return {"type": "error", "code": "bad_ping", "message": "ping needs a numeric client_time_ms"}
+            return ws_error("bad_ping", "ping needs a numeric client_time_ms")
         return {"type": "pong", "client_time_ms": client_time, "server_time_ms": gw.clock()}
-    return {"type": "error", "code": "unknown_type", "message": "clients may send: ping"}
+    handler = handlers.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        return ws_error("unknown_type", "clients may send: " + ", ".join(["ping", *handlers]))
+    return await handler(message)

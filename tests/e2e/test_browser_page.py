@@ -5,46 +5,18 @@ from __future__ import annotations
 import shutil
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from streams import events as ev
+from tests.support.browser import SKEW_DATE, js
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.stack import ROOT, Stack
 from tests.support.waiting import eventually
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 # A window longer than the test auctions: any bid extends to bid + 2 minutes.
 POLICY = ev.Policy(soft_close_window_ms=600_000, extension_ms=120_000, max_extension_ms=600_000)
-SKEW_DATE = """
-(() => {
-  const skew = 10 * 60 * 1000, RealDate = Date;
-  class SkewedDate extends RealDate {
-    constructor(...args) { super(...(args.length ? args : [RealDate.now() + skew])); }
-    static now() { return RealDate.now() + skew; }
-  }
-  window.Date = SkewedDate;
-})();
-"""
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield launched
-        await launched.close()
-
-
-async def js(page: Page, expression: str) -> Any:
-    return await page.evaluate(expression)
 
 
 async def remaining_error(page: Page, ends_at_ms: int) -> float:

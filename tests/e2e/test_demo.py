@@ -38,6 +38,7 @@ def test_demo_runs_auctions_and_stops_without_orphans(tmp_path: Path) -> None:
         if match := re.search(r"new auction \S+: (http://\S+)", line):
             url = match.group(1)
     assert url is not None, "".join(lines)
+    assert lines[0].startswith(f"catalogue of running auctions: http://127.0.0.1:{port}/ "), lines[0]
     pids = [int(p) for p in re.findall(r"pid (\d+)", "".join(lines))]
     assert len(pids) == 2  # worker and gateway
     auction_id = url.rsplit("/", 1)[1]
@@ -50,6 +51,14 @@ def test_demo_runs_auctions_and_stops_without_orphans(tmp_path: Path) -> None:
     assert state["status"] == "running" and state["remaining_ms"] > 0
     with urllib.request.urlopen(url, timeout=2) as page:
         assert b'role="timer"' in page.read()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+        assert b"<caption>" in page.read()  # the catalogue
+
+    def listed() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/auctions", timeout=2) as response:
+            return auction_id in [a["auction_id"] for a in json.loads(response.read())["auctions"]]
+
+    eventually_sync(listed, 30, "the demo auction in the catalogue's listing")
 
     rest, _ = demo.communicate(timeout=120)
     assert demo.returncode == 0, "".join(lines) + rest

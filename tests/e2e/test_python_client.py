@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import re
+import signal
+import sys
 import urllib.parse
+from collections.abc import Awaitable
+
+import aiohttp
 
 from app.client import countdown as cd
 from app.client.client import ConnectionChanged, TimerClient, Updated
+from app.client.watch import watch
 from streams import events as ev
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
-from tests.support.stack import Stack
+from tests.support.stack import ROOT, Stack
 from tests.support.waiting import eventually
 
 SAMPLE_EVERY_S = 0.1  # how often the shown time is compared with the truth
@@ -25,7 +33,7 @@ async def test_follows_an_auction_through_an_extension_to_its_end(stack: Stack) 
     start = now_ms()
     async with kafka_io(stack.kafka.bootstrap) as (producer, _):
         await produce(producer, record(ev.AuctionStarted("py-1", start, start + 6_000, POLICY, "maker-1")))
-        client = TimerClient(base, "py-1", ping_interval_s=1)
+        client = TimerClient(base, ["py-1"], ping_interval_s=1)
         seen: list[object] = []
         errors: list[float] = []
         truth_end = start + 6_000
@@ -33,7 +41,7 @@ async def test_follows_an_auction_through_an_extension_to_its_end(stack: Stack) 
         async with asyncio.timeout(40):
             async for event in client.events():
                 seen.append(event)
-                remaining = client.remaining_ms()
+                remaining = client.remaining_ms("py-1")
                 if isinstance(event, Updated) and remaining is not None and event.status == "running":
                     errors.append(abs(remaining - (truth_end - now_ms())))
                     if not bid_sent and now_ms() >= start + 4_500:
@@ -57,7 +65,7 @@ async def test_survives_a_gateway_restart_polling_while_it_is_down(stack: Stack)
     ends = now_ms() + 300_000
     async with kafka_io(stack.kafka.bootstrap) as (producer, _):
         await produce(producer, record(ev.AuctionStarted("py-2", now_ms(), ends, POLICY, "maker-1")))
-    client = TimerClient(base, "py-2", ping_interval_s=1)
+    client = TimerClient(base, ["py-2"], ping_interval_s=1)
     states: list[str] = []
     errors: list[float] = []
 
@@ -68,14 +76,16 @@ async def test_survives_a_gateway_restart_polling_while_it_is_down(stack: Stack)
 
     async def measure() -> None:
         while True:
-            remaining = client.remaining_ms()
+            remaining = client.remaining_ms("py-2")
             if remaining is not None:
                 errors.append(remaining - (ends - now_ms()))
             await asyncio.sleep(SAMPLE_EVERY_S)
 
     follower, meter = asyncio.create_task(follow()), asyncio.create_task(measure())
     try:
-        await eventually(lambda: asyncio.sleep(0, result=client.state == "live" and client.remaining_ms()), 30, "live")
+        await eventually(
+            lambda: asyncio.sleep(0, result=client.state == "live" and client.remaining_ms("py-2")), 30, "live"
+        )
         gateway.stop()
         await eventually(lambda: asyncio.sleep(0, result=client.state == "polling"), 15, "polling")
         polls_while_down = client.polls
@@ -92,3 +102,122 @@ async def test_survives_a_gateway_restart_polling_while_it_is_down(stack: Stack)
     assert states[-3:] == ["reconnecting", "polling", "live"]
     print(f"through the restart: {len(errors)} samples, worst error {max(map(abs, errors)):.0f} ms")
     assert max(map(abs, errors)) <= 250
+
+
+async def connections(base: str) -> float:
+    async with aiohttp.ClientSession() as session:
+        text = await (await session.get(f"{base}/metrics")).text()
+    [line] = [line for line in text.splitlines() if line.startswith("auctions_gateway_ws_connections ")]
+    return float(line.split()[-1])
+
+
+async def test_follows_several_auctions_over_one_connection(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    start = now_ms()
+    truth = {"py-a": start + 5_000, "py-b": start + 6_000, "py-c": start + 7_000}
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        await produce(producer, *(record(ev.AuctionStarted(a, start, e, POLICY, "maker-1")) for a, e in truth.items()))
+        client = TimerClient(base, list(truth), ping_interval_s=1)
+        seen: list[object] = []
+        errors: list[float] = []
+        sockets: set[float] = set()
+        bid_sent = False
+        async with asyncio.timeout(40):
+            async for event in client.events():
+                seen.append(event)
+                if isinstance(event, Updated) and event.status == "running":
+                    remaining = client.remaining_ms(event.auction_id)
+                    assert remaining is not None
+                    errors.append(abs(remaining - (truth[event.auction_id] - now_ms())))
+                    if len(sockets) < 3:
+                        sockets.add(await connections(base))
+                    if not bid_sent and now_ms() >= start + 4_500:
+                        bid_sent = True
+                        await produce(producer, record(ev.BidPlaced("py-b", "b-1", "u-1", "9", now_ms())))
+                if isinstance(event, cd.Extended):
+                    truth[event.auction_id] = event.ends_at_ms
+                if isinstance(event, cd.Ended) and client.all_ended():
+                    break
+    assert sockets == {1.0}  # one WebSocket for the three
+    assert [e.auction_id for e in seen if isinstance(e, cd.Extended)] == ["py-b"]
+    assert sorted(e.auction_id for e in seen if isinstance(e, cd.Ended)) == ["py-a", "py-b", "py-c"]
+    print(f"three auctions over one socket: max error {max(errors):.0f} ms over {len(errors)} updates")
+    assert max(errors) <= 100
+
+
+async def test_follows_every_running_auction_as_they_come_and_go(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    start = now_ms()
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        await produce(producer, record(ev.AuctionStarted("all-1", start, start + 300_000, POLICY, "m")))
+        await produce(producer, record(ev.AuctionStarted("all-2", start, start + 200_000, POLICY, "m")))
+        client = TimerClient(base, all_running=True, ping_interval_s=1, relist_interval_s=0.5)
+        follower = asyncio.create_task(_drain(client))
+        try:
+
+            def following(*ids: str) -> Awaitable[bool]:
+                return asyncio.sleep(0, result=[s["auction_id"] for s in client.states()] == list(ids))
+
+            await eventually(lambda: following("all-2", "all-1"), 30, "the running auctions, soonest first")
+            await produce(producer, record(ev.AuctionStarted("all-3", now_ms(), now_ms() + 100_000, POLICY, "m")))
+            await eventually(lambda: following("all-3", "all-2", "all-1"), 30, "a new auction followed")
+            await produce(producer, record(ev.AuctionCancelled("all-2", "withdrawn", "admin")))
+            await eventually(lambda: following("all-3", "all-1"), 30, "the cancelled auction gone")
+            assert await connections(base) == 1.0
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+
+async def _drain(client: TimerClient) -> None:
+    async for _ in client.events():
+        pass
+
+
+async def test_watch_all_draws_a_board_of_running_auctions(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    start = now_ms()
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        for i, minutes in enumerate((9, 3, 6)):
+            ends = start + minutes * 60_000
+            await produce(producer, record(ev.AuctionStarted(f"board-{i}", start, ends, POLICY, "m")))
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "watch", "--all", "--url", base,
+        stdout=asyncio.subprocess.PIPE, env=stack.env(), cwd=ROOT,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    board: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not (board[:1] == ["3 running  [live]"] and len(board) == 5):
+                line = (await watcher.stdout.readline()).decode()
+                assert line, "watch --all stopped"
+                board = [] if not line.strip() else [*board, line.rstrip("\n")]
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = await watcher.wait()
+    assert [row.split()[0] for row in board[2:]] == ["board-1", "board-2", "board-0"]  # soonest first
+    assert all(re.fullmatch(r"\S+ +\d\d:\d\d:\d\d +v1", row) for row in board[2:]), board
+    assert code == 130
+
+
+async def test_watch_follows_named_auctions_until_they_end(stack: Stack) -> None:
+    stack.start_worker()
+    _, base = stack.start_gateway()
+    start = now_ms()
+    async with kafka_io(stack.kafka.bootstrap) as (producer, _):
+        for auction_id, seconds in (("w-1", 4), ("w-2", 5), ("w-3", 4)):
+            await produce(producer, record(ev.AuctionStarted(auction_id, start, start + seconds * 1000, POLICY, "m")))
+    several, one = io.StringIO(), io.StringIO()
+    async with asyncio.timeout(40):
+        codes = await asyncio.gather(watch(base, ["w-1", "w-2"], out=several), watch(base, ["w-3"], out=one))
+    assert list(codes) == [0, 0]
+    *_, last_board = several.getvalue().strip().split("\n\n")
+    heading, _columns, *board_rows = last_board.splitlines()
+    assert heading == "0 running  [live]"
+    assert [row.split() for row in board_rows] == [["w-1", "00.0s", "v2", "ended"], ["w-2", "00.0s", "v2", "ended"]]
+    assert one.getvalue().splitlines()[-1] == "w-3  00.0s  [live]  v2  ended"

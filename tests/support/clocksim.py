@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.client.countdown import Countdown, DriftWarning, Sync
+from app.client.countdown import Countdown, DriftWarning, ServerClock, Sync
 
 SERVER_START = 1_800_000_000_000.0
 
@@ -47,7 +47,7 @@ def simulate(
         return mono_origin + true_t * (1 + drift_ppm * 1e-6)
 
     now = {"t": 0.0}
-    cd = Countdown(lambda: mono(now["t"]))
+    cd = Countdown(ServerClock(lambda: mono(now["t"])))
     events: list[SimEvent] = [SimEvent(0.0, "ping"), SimEvent(rng.uniform(0, tick_every_ms), "tick")]
     for i in range(int((duration_ms - 5_000) / 137)):
         events.append(SimEvent(5_000 + i * 137.0 + rng.uniform(0, 100), "probe"))
@@ -67,7 +67,7 @@ def simulate(
             if event.at < duration_ms:
                 heapq.heappush(events, SimEvent(event.at + ping_every_ms, "ping"))
         elif event.kind == "pong":
-            cd.sample(event.data[0], event.data[1], mono(event.at))
+            cd.clock.sample(event.data[0], event.data[1], mono(event.at))
             if cd.state is None:
                 cd.apply_state({"auction_id": "sim", "version": 1, "status": "running", "ends_at_ms": int(ends_at)})
         elif event.kind == "tick":
@@ -77,7 +77,7 @@ def simulate(
             heapq.heappush(events, SimEvent(event.at + latency(), "deliver", message))
             if event.at < duration_ms:
                 heapq.heappush(events, SimEvent(event.at + tick_every_ms, "tick"))
-        elif event.kind == "deliver" and cd.offset is not None:
+        elif event.kind == "deliver" and cd.clock.offset is not None:
             for out in cd.on_message(event.data, mono(event.at)):
                 warnings += isinstance(out, DriftWarning)
                 syncs += isinstance(out, Sync)

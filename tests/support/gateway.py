@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +54,11 @@ async def seed(redis_url: str, prefix: str, *states: TimerState) -> None:
 
 @dataclass
 class Recorder:
-    """A WebSocket client that keeps every message it receives."""
+    """A WebSocket client that keeps every message it receives, and when (monotonic s)."""
 
     ws: aiohttp.ClientWebSocketResponse
     messages: list[dict[str, Any]] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
     closed_code: int | None = None
     task: asyncio.Task[None] | None = None
 
@@ -67,11 +69,15 @@ class Recorder:
     async def _pump(self) -> None:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
+                self.arrived.append(time.monotonic())
                 self.messages.append(orjson.loads(msg.data))
         self.closed_code = self.ws.close_code
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == kind]
+
+    def of_auction(self, auction_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("auction_id") == auction_id]
 
     async def stop(self) -> None:
         await self.ws.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.client.countdown import Corrected, Countdown, DriftWarning, Ended, Extended, Rehydrate, Sync
+from app.client.countdown import Corrected, Countdown, DriftWarning, Ended, Extended, Rehydrate, ServerClock, Sync
 from tests.support.clocksim import simulate
 
 ENDS_AT = 2_000_000_000_000
@@ -31,8 +31,8 @@ def tick(seq: int, server_ms: float, **fields: Any) -> dict[str, Any]:
 def primed(rtt: float = 10.0) -> tuple[Countdown, ManualClock]:
     """A countdown whose clock estimate is exact: offset = 1e12 (server = monotonic + 1e12)."""
     clock = ManualClock(50_000.0)
-    cd = Countdown(clock)
-    cd.sample(clock.t - rtt, clock.t - rtt / 2 + 1e12, clock.t)
+    cd = Countdown(ServerClock(clock))
+    cd.clock.sample(clock.t - rtt, clock.t - rtt / 2 + 1e12, clock.t)
     cd.on_message({"type": "snapshot", "seq": 0, "server_time_ms": clock.t + 1e12 - 5, "state": state()}, clock.t)
     return cd, clock
 
@@ -80,12 +80,12 @@ def test_small_drift_is_slewed_smoothly_and_large_is_snapped() -> None:
 def test_newer_version_wins_at_once_older_is_ignored() -> None:
     cd, clock = primed()
     out = cd.on_message(tick(1, clock.t + 1e12, version=2, ends_at=ENDS_AT + 30_000), clock.t)
-    assert out == [Extended(ENDS_AT, ENDS_AT + 30_000, 2)]
+    assert out == [Extended("a", ENDS_AT, ENDS_AT + 30_000, 2)]
     assert cd.remaining_ms() == round(ENDS_AT + 30_000 - (clock.t + 1e12))
     assert cd.on_message(tick(2, clock.t + 1e12, version=1, ends_at=ENDS_AT), clock.t) == []
     assert cd.state is not None and (cd.state["version"], cd.state["ends_at_ms"]) == (2, ENDS_AT + 30_000)
     out = cd.on_message(tick(3, clock.t + 1e12, version=3, ends_at=ENDS_AT + 30_000, status="ended"), clock.t)
-    assert out == [Ended("ended", 3)]
+    assert out == [Ended("a", "ended", 3)]
     assert cd.remaining_ms() == 0
 
 
