@@ -3,7 +3,8 @@
 Reason codes (stable; they label the rejected-events metric and DLQ records):
 oversized, not_json, bad_envelope, missing_field, wrong_type, invalid_value,
 unexpected_type, bad_auction_id, ends_before_starts, policy_over_cap,
-time_in_future, placed_in_future, placed_too_long_ago.
+time_in_future, placed_in_future, placed_too_long_ago (and, from the processor: key_mismatch,
+wrong_partition, not_log_append_time, unknown_auction, conflicting_registration, internal_error).
 
 Times that come from upstream are bounded by the record's broker time (`log_ms`), the only
 clock the fold trusts: nothing may claim to come from more than FUTURE_TOLERANCE_MS after the

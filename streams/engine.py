@@ -35,7 +35,7 @@ from streams import effects as fx
 from streams import outputs, topics
 from streams.clock import Clock, wall_ms
 from streams.delivery import Delivery
-from streams.message import Message
+from streams.message import LOG_APPEND_TIME, Message
 from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_GROUPS, HELD_INPUTS
 from streams.order import Merger
 from streams.processor import TimerProcessor
@@ -65,6 +65,7 @@ class Record(Protocol):
 
     offset: int
     timestamp: int
+    timestamp_type: int
     key: bytes | None
     value: bytes | None
 
@@ -187,7 +188,8 @@ class Engine:
         rank = RANK[topic]
         batch = Batch(ack, len(records))
         group.merger.add(rank, [
-            (r.timestamp, r.offset, (Message(topic, partition, r.offset, r.timestamp, r.key, r.value), batch))
+            (r.timestamp, r.offset, (Message(topic, partition, r.offset, r.timestamp, r.key, r.value,
+                                             r.timestamp_type == LOG_APPEND_TIME), batch))
             for r in records
         ])  # fmt: skip
         group.next_offset[rank] = records[-1].offset + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LOG_APPEND_TIME = 1  # a Kafka record's timestamp_type when the broker stamped it
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -13,6 +15,7 @@ class Message:
     timestamp_ms: int  # the broker's append time (every input topic uses LogAppendTime)
     key: bytes | None
     value: bytes | None
+    log_append_time: bool = True  # False: a producer's CreateTime, which the fold cannot trust
 
     @property
     def position(self) -> str:

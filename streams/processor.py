@@ -69,6 +69,12 @@ class TimerProcessor:
         return home
 
     def process(self, msg: Message) -> Outcome:
+        if not msg.log_append_time:
+            detail = (
+                f"{msg.topic} stamps records with the producer's CreateTime; the worker folds by the broker's"
+                " append time: set message.timestamp.type=LogAppendTime on the topic, then replay this record"
+            )
+            return self._reject(msg, "not_log_append_time", detail, None, derived_traceparent(msg.position))
         if msg.key is not None and len(msg.key) > MAX_KEY_BYTES:
             detail = f"a {len(msg.key)}-byte key cannot be an auction_id (at most {MAX_KEY_BYTES})"
             return self._reject(msg, "key_mismatch", detail, "key", derived_traceparent(msg.position))

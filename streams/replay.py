@@ -24,7 +24,7 @@ from streams import topics
 from streams.errors import ReplayError
 from streams.fold import NO_LATENESS, Rules
 from streams.log_range import read_range
-from streams.message import Message
+from streams.message import LOG_APPEND_TIME, Message
 from streams.order import Merger
 from streams.processor import TimerProcessor
 from streams.state import TimerState
@@ -108,7 +108,17 @@ async def read_inputs(
         async for tp, got in read_range(consumer, starts, ends):
             for r in got:
                 if auctions is None or (r.key is not None and r.key.decode(errors="replace") in auctions):
-                    records.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
+                    records.append(
+                        Message(
+                            tp.topic,
+                            tp.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            r.timestamp_type == LOG_APPEND_TIME,
+                        )
+                    )
             progress.add(len(got), total)
         progress.finish()
         if total == 0:

@@ -148,3 +148,15 @@ def test_a_bug_met_by_one_message_dead_letters_it_and_moves_on() -> None:
     [dlq] = by_topic(proc.internal_error(msg, RuntimeError("a bug")).records)[topics.DLQ]
     assert (dlq["data"]["reason"], dlq["data"]["offset"]) == ("internal_error", 7)
     assert "RuntimeError: a bug" in dlq["data"]["detail"]
+
+
+def test_a_record_stamped_by_its_producer_is_dead_lettered() -> None:
+    """CreateTime on an input topic (a misconfigured topic): its time cannot be trusted, so the
+    record goes to the DLQ with a reason saying how to fix the topic, never into the fold."""
+    proc = processor()
+    rec = record(ev.AuctionStarted("a1", T0, T0 + 60_000, POLICY, "m1"), time_ms=T0)
+    msg = Message(rec.topic, partition_for(rec.key, PARTITIONS), 3, T0, rec.key, rec.value, log_append_time=False)
+    [dlq] = by_topic(proc.process(msg).records)[topics.DLQ]
+    assert dlq["data"]["reason"] == "not_log_append_time"
+    assert "LogAppendTime" in dlq["data"]["detail"]
+    assert states(proc) == {}

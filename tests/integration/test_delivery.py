@@ -193,6 +193,11 @@ async def test_brokers_failing_under_the_worker_hold_inputs_and_lose_nothing(
         stack.stop_all()
 
 
+async def _sent(producer: AIOKafkaProducer, value: bytes, key: bytes) -> bool:
+    await producer.send_and_wait(topics.BID_PLACED, value, key=key)
+    return True
+
+
 async def _count_at_least(path: Path, text: str, count: int) -> bool:
     return (await asyncio.to_thread(path.read_text)).count(text) >= count
 
@@ -253,11 +258,16 @@ async def test_inputs_of_any_size_end_in_the_dlq_and_the_worker_goes_on(stack: S
     DLQ record saying what it left out, and a valid event after them is folded."""
     stack.start_worker(AUCTION_TIMER_MAX_EVENT_BYTES="1048576")
     async with kafka_io(stack.kafka.bootstrap, topics.DLQ, topics.TIMER_EVENTS) as (_, watch):
-        await set_topic_config(stack.kafka.bootstrap, topics.BID_PLACED, **{"max.message.bytes": "4194304"})
+        # (AlterConfigs replaces a topic's whole config: keep what the worker set.)
+        await set_topic_config(
+            stack.kafka.bootstrap, topics.BID_PLACED,
+            **{"max.message.bytes": "4194304", "message.timestamp.type": "LogAppendTime", "retention.ms": "-1"},
+        )  # fmt: skip
         big = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, max_request_size=4_194_304, acks="all")
         await big.start()
         try:
-            await big.send_and_wait(topics.BID_PLACED, b"\x00" * 1_048_576, key=b"nul-1")
+            # The broker applies the new limit a moment after it answered the change.
+            await eventually(partial(_sent, big, b"\x00" * 1_048_576, b"nul-1"), 30, "the larger limit in force")
             await big.send_and_wait(topics.BID_PLACED, b"{}", key=b"k" * 700_000)
             start = now_ms()
             await produce(big, record(ev.AuctionStarted("after-big", start, start + 60_000, EXTENDING, "m")))
