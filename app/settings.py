@@ -118,6 +118,16 @@ def _replication(raw: str) -> int:
     return _integer(1, 7)(raw)
 
 
+LONGEST_AUCTION_MS = 366 * 24 * 3600 * 1000
+
+
+def _retention(raw: str) -> int:
+    value = int(raw)
+    if value != -1 and value < LONGEST_AUCTION_MS:
+        raise ValueError(f"must be -1 (forever) or at least {LONGEST_AUCTION_MS} ms (366 days, the longest auction)")
+    return value
+
+
 def _level(raw: str) -> str:
     if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
@@ -169,10 +179,29 @@ class Settings:
         "WORKER_ID", "", _optional, "stable id of this worker (Kafka static membership: a restart keeps its partitions)"
     )
     topic_partitions: int = setting("TOPIC_PARTITIONS", "8", _integer(1, 1024), "partitions of every topic")
+    input_retention_ms: int = setting(
+        "INPUT_RETENTION_MS",
+        "-1",
+        _retention,
+        "how long the input topics keep records (-1: forever); at least the longest auction (366 days) "
+        "plus ENDED_RETENTION, or replay cannot rebuild what it promises",
+    )
     replication_factor: int = setting(
         "REPLICATION_FACTOR", "auto", _replication, "topic replication; auto = 3 on three brokers or more"
     )
     tick_interval_s: float = setting("TICK_INTERVAL_S", "5", _number(1, 15), "seconds between ticks (1-15)")
+    allowed_lateness_ms: int = setting(
+        "ALLOWED_LATENESS_MS",
+        "0",
+        _integer(0, 5_000),
+        "how long completion waits for bids placed before the end that reach the log after it (0-5000 ms)",
+    )
+    kafka_tick_horizon_s: float = setting(
+        "KAFKA_TICK_HORIZON_S",
+        "300",
+        _number(0, 86_400),
+        "auctions this close to their end get periodic ticks through Kafka; the gateway ticks the rest",
+    )
     reconcile_interval_s: float = setting(
         "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
     )
@@ -263,7 +292,9 @@ class Settings:
             raise SettingsError(f"{PREFIX}REDIS_TLS_CERT_FILE and {PREFIX}REDIS_TLS_KEY_FILE go together")
 
     def topic_plan(self) -> TopicPlan:
-        return TopicPlan(self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id)
+        return TopicPlan(
+            self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id, self.input_retention_ms
+        )
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict for logs, secrets replaced."""

@@ -1,20 +1,20 @@
 """The worker's composition root: the Faust app, its agent over the input topics, the
-changelog-backed timer table, the scheduler and the Redis projection, wired together.
+changelog-backed timer table, the engine, the scheduler and the Redis projection, wired.
 
-The agent runs with concurrency 1: each auction's inputs must be folded one after another,
-in order, because each fold reads the state the previous one wrote. The four input topics
-are co-partitioned with the table.
-The scheduler follows the table partitions this worker actively owns.
+The agent runs with concurrency 1 and hands every fetched batch to the engine
+(streams/engine.py), which folds the four co-partitioned input topics in the order the
+log defines and acknowledges a batch only once everything it caused is in Kafka.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+from functools import partial
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import Gauge
 
@@ -24,13 +24,22 @@ from projections.consumer import ProjectionConsumer
 from projections.keys import Keys
 from projections.reconciler import Reconciler
 from projections.store import ProjectionStore
-from streams import outputs, topics
+from streams import topics
 from streams.clock import wall_ms
-from streams.metrics import ACTIVE_TIMERS
-from streams.processor import Message, TimerProcessor, partition_for
+from streams.delivery import Delivery
+from streams.effects import TimerChanged
+from streams.engine import Engine
+from streams.faust_batches import BatchMessage, acknowledge, batch_transport
+from streams.faust_store import FaustStore
+from streams.fold import Rules
+from streams.log_probe import KafkaLogProbe
+from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
+from streams.outputs import Record
+from streams.processor import TimerProcessor
 from streams.producer import LazyProducer
 from streams.scheduler import Scheduler
 from streams.state import decode_state
+from streams.states import StateCache
 
 log = logging.getLogger("auction_timer.worker")
 
@@ -38,20 +47,11 @@ TICK_LINGER_MS = 10
 READY = Gauge("auctions_timer_worker_ready", "1 when this worker has rebuilt its schedule after the latest rebalance")
 
 
-class IdempotentProducer(faust_aiokafka.Producer):
-    """acks=all with idempotence on every send (Faust only sets it inside transactions)."""
-
-    def _settings_extra(self) -> dict[str, Any]:
-        return {"acks": "all", "enable_idempotence": True}
-
-
-class IdempotentTransport(faust_aiokafka.Transport):
-    Producer = IdempotentProducer
-
-
 class TimerApp(faust.App):
-    def _new_producer_transport(self) -> Any:
-        return IdempotentTransport(self.conf.broker_producer, self)
+    transport_class = batch_transport(frozenset(topics.INPUT_TOPICS))
+
+    def _new_transport(self) -> Any:
+        return self.transport_class(self.conf.broker_consumer, self)
 
 
 def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:
@@ -69,9 +69,10 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
-        broker_commit_interval=1.0,
-        producer_acks=-1,
-        producer_linger_ms=0,
+        broker_commit_interval=0.5,
+        # The engine holds records it has not folded yet; a rebalance must not wait for them
+        # (they were never acknowledged, so the partition's next owner folds them).
+        stream_wait_empty=False,
         web_enabled=False,
     )
     # Keys and values stay raw bytes: the changelog holds the auction_id and the state's JSON,
@@ -82,32 +83,55 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     channel = app.topic(*topics.INPUT_TOPICS, schema=raw, partitions=partitions)
-    processor = TimerProcessor(table, partitions, settings.max_event_bytes)
+    changelog = topics.changelog_topic(settings.app_id)
 
-    async def send(record: outputs.Record) -> object:
-        return await app.producer.send(record.topic, record.key, record.value, None, None, None)
-
+    delivery = Delivery(settings.kafka_bootstrap)
     # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
-    # ticks a second neither crowd nor slow the deadline commands and timer events on Faust's
-    # producer (which sends at once).
+    # ticks a second neither crowd nor slow the deadline commands and timer events.
     ticks = LazyProducer(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS)
-    scheduler = Scheduler(settings.tick_interval_s, send, ticks.send)
+
+    async def send_command(record: Record) -> asyncio.Future[Any]:
+        return await delivery.send(record)
+
+    scheduler = Scheduler(
+        settings.tick_interval_s, send_command, ticks.send, wall_ms,
+        tick_horizon_s=settings.kafka_tick_horizon_s, lateness_ms=settings.allowed_lateness_ms,
+    )  # fmt: skip
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
-    reconciler = Reconciler(store, settings.reconcile_interval_s, send, wall_ms)
+
+    async def publish(record: Record) -> object:
+        return await delivery.deliver([(record, None)])
+
+    reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms)
+    processor = TimerProcessor(
+        states=StateCache(FaustStore(table, changelog), lambda key: processor.home(key)),
+        partitions=partitions,
+        max_event_bytes=settings.max_event_bytes,
+        rules=Rules(settings.allowed_lateness_ms),
+    )
+    states = processor.states
+    assert isinstance(states, StateCache)
+
+    async def on_change(change: TimerChanged) -> None:
+        await scheduler.on_change(change.state)
+        reconciler.on_change(change.state)
+
+    def consumer_tps(tps: list[Any]) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in tps}
+
+    engine = Engine(
+        processor, states, delivery, KafkaLogProbe(settings.kafka_bootstrap, settings.app_id), changelog,
+        on_change, reconciler.request,
+        pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
+        resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
+    )  # fmt: skip
 
     @app.agent(channel, concurrency=1)
     async def process_inputs(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            raw = event.message
-            msg = Message(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
-            outcome = await processor.apply_message(msg)
-            for record in outcome.records:
-                await send(record)
-            for change in outcome.changes:
-                await scheduler.on_change(change.state)
-                reconciler.on_change(change.state)
-            for auction_id in outcome.reconcile:
-                reconciler.request(auction_id)
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            assert isinstance(message, BatchMessage)
+            await engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}
@@ -117,9 +141,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
-        states = [decode_state(v) for k, v in table.items() if v and partition_for(k, partitions) in owned]
-        scheduler.rebuild(owned, states)
-        reconciler.rebuild(states)
+        live = [decode_state(v) for k, v in table.items() if v and processor.home(k) in owned]
+        scheduler.rebuild(owned, live)
+        reconciler.rebuild(live)
         if not frozen:
             # The first restored table is long-lived: keep it out of the collector's way, so full
             # collections (which otherwise walk every timer) do not stall deadlines. Once only:
@@ -133,9 +157,14 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         READY.set(0)
         lost = {tp.partition for tp in revoked if tp.topic in topics.INPUT_TOPICS}
-        scheduler.revoke(a for a in list(scheduler.schedule.live) if partition_for(a.encode(), partitions) in lost)
-        reconciler.revoke(a for a in list(reconciler.tracked) if partition_for(a.encode(), partitions) in lost)
+        await engine.revoke(lost)
+        scheduler.revoke(a for a in list(scheduler.schedule.live) if processor.home(a.encode()) in lost)
+        reconciler.revoke(a for a in list(reconciler.tracked) if processor.home(a.encode()) in lost)
         log.info("partitions revoked", extra={"partitions": sorted(lost), "live_timers": len(scheduler.schedule)})
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        engine.assign(tp.partition for tp in assigned if tp.topic in topics.INPUT_TOPICS)
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_scheduler() -> None:
@@ -144,6 +173,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             await scheduler.run()
         finally:
             await ticks.close()
+            await delivery.close()
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_reconciler() -> None:
@@ -154,5 +184,13 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         # Its own consumer group: a Redis outage makes it lag, never the fold.
         consumer = ProjectionConsumer(settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms)
         await consumer.run()
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def report_watermarks() -> None:
+        now = wall_ms()
+        for partition in list(engine.groups):
+            mark = engine.watermark(partition)
+            if mark:
+                WATERMARK_LAG.labels(str(partition)).set(max(0, now - mark))
 
     return app, scheduler

@@ -201,4 +201,5 @@ class Reconciler:
                 "reconciled", c.auction_id, c.version, f"reconcile-{now}", "reconciliation", c.traceparent,
                 c.what, {"old": c.old, "new": c.new, "delta_ms": c.delta_ms},
             )  # fmt: skip
-            await self.publish(outputs.audit(entry, now, source="urn:auction-timer:reconciler"))
+            record_id = f"{c.auction_id}:reconcile-{now}:reconciled"
+            await self.publish(outputs.audit(entry, now, record_id, source="urn:auction-timer:reconciler"))

@@ -2,7 +2,13 @@
 
 Reason codes (stable; they label the rejected-events metric and DLQ records):
 oversized, not_json, bad_envelope, missing_field, wrong_type, invalid_value,
-unexpected_type, bad_auction_id, ends_before_starts, policy_over_cap.
+unexpected_type, bad_auction_id, ends_before_starts, policy_over_cap,
+time_in_future, placed_in_future, placed_too_long_ago (and, from the processor: key_mismatch,
+wrong_partition, not_log_append_time, unknown_auction, conflicting_registration, internal_error).
+
+Times that come from upstream are bounded by the record's broker time (`log_ms`), the only
+clock the fold trusts: nothing may claim to come from more than FUTURE_TOLERANCE_MS after the
+log took it, and a bid may not claim to have been placed more than MAX_BID_DELAY_MS before.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ import orjson
 from streams import events as ev
 from streams import topics
 from streams.errors import InvalidEvent
-from streams.tracing import new_traceparent, valid_traceparent
+from streams.message import Message
+from streams.tracing import derived_traceparent, valid_traceparent
 
-AUCTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-REF_ID = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
-AMOUNT = re.compile(r"^(0|[1-9]\d{0,17})(\.\d{1,8})?$")
+AUCTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REF_ID = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
+AMOUNT = re.compile(r"(0|[1-9][0-9]{0,17})(\.[0-9]{1,8})?")
 # Instants must fall in 2001..2286 (13-digit epoch ms): catches seconds-for-millis mistakes.
 MIN_MS, MAX_MS = 1_000_000_000_000, 9_999_999_999_999
 MAX_DURATION_MS = 366 * 24 * 3600 * 1000
+# Upstream clocks may run a little ahead of the broker's; further ahead is a broken clock.
+FUTURE_TOLERANCE_MS = 2_000
+# A bid the upstream service held back this long is no longer evidence of when it was placed.
+MAX_BID_DELAY_MS = 60_000
 
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     topics.AUCTION_STARTED: (ev.AUCTION_STARTED,),
@@ -49,7 +60,7 @@ def _field(obj: Mapping[str, Any], name: str, kind: type[T], where: str = "") ->
 
 def _text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str], where: str = "data.") -> str:
     value = _field(obj, name, str, where)
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         reason = "bad_auction_id" if name == "auction_id" else "invalid_value"
         raise InvalidEvent(reason, f"{where}{name}={value[:80]!r} does not match {pattern.pattern}", f"{where}{name}")
     return value
@@ -88,7 +99,7 @@ def _policy(data: Mapping[str, Any]) -> ev.Policy:
     )
 
 
-def _auction_started(data: Mapping[str, Any]) -> ev.AuctionStarted:
+def _auction_started(data: Mapping[str, Any], log_ms: int) -> ev.AuctionStarted:
     event = ev.AuctionStarted(
         auction_id=_text(data, "auction_id", AUCTION_ID),
         starts_at_ms=_instant(data, "starts_at_ms"),
@@ -103,17 +114,24 @@ def _auction_started(data: Mapping[str, Any]) -> ev.AuctionStarted:
     return event
 
 
-def _bid_placed(data: Mapping[str, Any]) -> ev.BidPlaced:
-    return ev.BidPlaced(
+def _bid_placed(data: Mapping[str, Any], log_ms: int) -> ev.BidPlaced:
+    bid = ev.BidPlaced(
         auction_id=_text(data, "auction_id", AUCTION_ID),
         bid_id=_text(data, "bid_id", REF_ID),
         bidder_id=_text(data, "bidder_id", REF_ID),
         amount=_text(data, "amount", AMOUNT),
         placed_at_ms=_instant(data, "placed_at_ms"),
     )
+    if bid.placed_at_ms > log_ms + FUTURE_TOLERANCE_MS:
+        detail = f"data.placed_at_ms={bid.placed_at_ms} is {bid.placed_at_ms - log_ms} ms after the log took the bid"
+        raise InvalidEvent("placed_in_future", detail, "data.placed_at_ms")
+    if bid.placed_at_ms < log_ms - MAX_BID_DELAY_MS:
+        detail = f"data.placed_at_ms={bid.placed_at_ms} is {log_ms - bid.placed_at_ms} ms before the log took the bid"
+        raise InvalidEvent("placed_too_long_ago", detail, "data.placed_at_ms")
+    return bid
 
 
-def _auction_cancelled(data: Mapping[str, Any]) -> ev.AuctionCancelled:
+def _auction_cancelled(data: Mapping[str, Any], log_ms: int) -> ev.AuctionCancelled:
     return ev.AuctionCancelled(
         auction_id=_text(data, "auction_id", AUCTION_ID),
         reason=_free_text(data, "reason"),
@@ -121,29 +139,38 @@ def _auction_cancelled(data: Mapping[str, Any]) -> ev.AuctionCancelled:
     )
 
 
-def _expire(data: Mapping[str, Any]) -> ev.ExpireTimer:
+def _fired_at(data: Mapping[str, Any], log_ms: int) -> int:
+    fired = _instant(data, "fired_at_ms")
+    if fired > log_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidEvent(
+            "time_in_future", f"data.fired_at_ms={fired} is after the log took the command", "data.fired_at_ms"
+        )
+    return fired
+
+
+def _expire(data: Mapping[str, Any], log_ms: int) -> ev.ExpireTimer:
     return ev.ExpireTimer(
         auction_id=_text(data, "auction_id", AUCTION_ID),
         version=_bounded_int(data, "version", 1, 2**53, "data.", "invalid_value"),
-        fired_at_ms=_instant(data, "fired_at_ms"),
+        fired_at_ms=_fired_at(data, log_ms),
     )
 
 
-def _start(data: Mapping[str, Any]) -> ev.StartTimer:
+def _start(data: Mapping[str, Any], log_ms: int) -> ev.StartTimer:
     return ev.StartTimer(
         auction_id=_text(data, "auction_id", AUCTION_ID),
         version=_bounded_int(data, "version", 1, 2**53, "data.", "invalid_value"),
-        fired_at_ms=_instant(data, "fired_at_ms"),
+        fired_at_ms=_fired_at(data, log_ms),
     )
 
 
-def _reconcile(data: Mapping[str, Any]) -> ev.Reconcile:
+def _reconcile(data: Mapping[str, Any], log_ms: int) -> ev.Reconcile:
     return ev.Reconcile(
         auction_id=_text(data, "auction_id", AUCTION_ID), requested_by=_free_text(data, "requested_by", 128)
     )
 
 
-PAYLOADS: dict[str, Callable[[Mapping[str, Any]], ev.Payload]] = {
+PAYLOADS: dict[str, Callable[[Mapping[str, Any], int], ev.Payload]] = {
     ev.AUCTION_STARTED: _auction_started,
     ev.BID_PLACED: _bid_placed,
     ev.AUCTION_CANCELLED: _auction_cancelled,
@@ -164,8 +191,9 @@ def parse_time_ms(value: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def decode(topic: str, raw: bytes | None, max_bytes: int) -> ev.Envelope:
-    """Validate one input message from `topic` completely, or raise InvalidEvent."""
+def decode(msg: Message, max_bytes: int) -> ev.Envelope:
+    """Validate one input record completely, or raise InvalidEvent."""
+    raw = msg.value
     if raw is None:
         raise InvalidEvent("not_json", "the message has no value (tombstone)")
     if len(raw) > max_bytes:
@@ -173,27 +201,35 @@ def decode(topic: str, raw: bytes | None, max_bytes: int) -> ev.Envelope:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("not_json", f"not JSON: {exc}") from None
+        raise InvalidEvent("not_json", f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise InvalidEvent("bad_envelope", "a CloudEvent must be a JSON object")
     if doc.get("specversion") != "1.0":
         raise InvalidEvent("bad_envelope", "specversion must be '1.0'", "specversion")
     event_id = _text(doc, "id", REF_ID, "")
     event_type = _field(doc, "type", str)
-    expected = EXPECTED_TYPES.get(topic)
+    expected = EXPECTED_TYPES.get(msg.topic)
     if expected is None:
-        raise InvalidEvent("unexpected_type", f"{topic} is not an input topic")
+        raise InvalidEvent("unexpected_type", f"{msg.topic} is not an input topic")
     if event_type not in expected:
-        raise InvalidEvent("unexpected_type", f"type {event_type[:80]!r} does not belong on {topic}", "type")
+        raise InvalidEvent("unexpected_type", f"type {event_type[:80]!r} does not belong on {msg.topic}", "type")
     source = _field(doc, "source", str)
     if not 0 < len(source) <= 256:
         raise InvalidEvent("bad_envelope", "source must be 1-256 characters", "source")
     time_ms = parse_time_ms(_field(doc, "time", str))
+    if time_ms > msg.timestamp_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidEvent(
+            "time_in_future", f"time is {time_ms - msg.timestamp_ms} ms after the log took the event", "time"
+        )
     content_type = doc.get("datacontenttype", "application/json")
     if content_type != "application/json":
         raise InvalidEvent("bad_envelope", "datacontenttype must be application/json", "datacontenttype")
     traceparent = doc.get("traceparent")
     if not valid_traceparent(traceparent):
-        traceparent = new_traceparent()  # upstream sent none (or garbage): start a trace here
+        traceparent = derived_traceparent(msg.position)  # upstream sent none (or garbage): start a trace here
     data = _field(doc, "data", dict)
-    return ev.Envelope(event_id, event_type, source, time_ms, str(traceparent), PAYLOADS[event_type](data))
+    payload = PAYLOADS[event_type](data, msg.timestamp_ms)
+    return ev.Envelope(
+        event_id, event_type, source, time_ms, str(traceparent), payload,
+        log_ms=msg.timestamp_ms, topic_index=topics.INPUT_TOPICS.index(msg.topic), offset=msg.offset,
+    )  # fmt: skip

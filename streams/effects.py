@@ -17,7 +17,6 @@ class TimerChanged:
     cause_id: str
     cause_type: str
     previous_ends_at_ms: int | None = None
-    redelivery: bool = False  # re-published for an input seen again after a crash
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,8 +95,13 @@ TYPE_OF: dict[type, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded CloudEvent. `time_ms` is the producer's `time`; `traceparent` is always valid
-    (minted on arrival when upstream sent none)."""
+    """A decoded CloudEvent and where the log put it.
+
+    `time_ms` is the producer's `time` (informational, bounded by the log time); `traceparent`
+    is always valid (derived from the record's position when upstream sent none). `log_ms` is
+    the record's broker timestamp (LogAppendTime on every input topic): the only clock the fold
+    trusts. `topic_index` (the input topic's place in INPUT_TOPICS) and `offset` say where the
+    record sits in its partition, so an input redelivered after a crash is recognised exactly."""
 
     id: str
     type: str
@@ -104,6 +109,9 @@ class Envelope:
     time_ms: int
     traceparent: str
     data: Payload
+    log_ms: int
+    topic_index: int = -1
+    offset: int = -1
 
     @property
     def auction_id(self) -> str:

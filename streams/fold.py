@@ -1,70 +1,123 @@
 """Where an event becomes state: the pure, deterministic timer fold.
 
-`apply(state, envelope) -> (new_state, effects)` does no I/O and reads no clock:
-time comes from the events, so the live worker and an offline replay agree.
-Rules:
+`apply(state, envelope, rules) -> (new_state, effects)` does no I/O and reads no clock:
+time comes from the log (each input's broker append time, `envelope.log_ms`), so the
+live worker and an offline replay reach the same decisions from the same log. Rules:
 
-- Registration is idempotent: the same event id, or the same times and policy,
-  change nothing and are audited as duplicates; different times are rejected.
-- Soft close: a bid at b with ends_at - window <= b < ends_at moves ends_at to
+- Registration is idempotent: the same upstream event (source, type and id), or the same
+  times and policy, change nothing and are audited as duplicates; different times are
+  rejected. A registration the log took at or after its start is `running`, else `scheduled`.
+- Soft close: a bid placed at b with ends_at - window <= b < ends_at moves ends_at to
   min(b + extension_ms, original_ends_at + max_extension_ms) when that is later.
-- Bids before the start or at/after the end are audited and extend nothing;
-  bids (and commands) for unknown auctions are audited and dead-lettered.
-- ExpireTimer ends the auction only when its version is the current one and
-  ends_at <= fired_at_ms, so completion happens once however many fire.
+- Event time decides, not arrival: a bid placed before the end that the log took at or
+  after ends_at + allowed lateness is a `late_bid` (audited with both times) and extends
+  nothing, whether or not the completion has been folded yet. A bid the log took earlier
+  is applied as usual; the worker folds every such bid before the completion.
+- Bids before the start or placed at/after the end are audited and extend nothing; bids
+  (and commands) for unknown auctions are audited and dead-lettered.
+- ExpireTimer ends the auction only when its version is the current one and the log took
+  the command at or after ends_at + allowed lateness (the broker's clock, never the firing
+  worker's), so completion happens once however many fire and a forged early command
+  cannot end an auction.
+- StartTimer, or the first input the log took at or after starts_at, moves `scheduled` to
+  `running` (a `started` change).
 - Cancel ends a live timer with status cancelled.
 - Version is +1 on every change and unchanged otherwise.
 
-An input seen again (its id is remembered) changes nothing; when it is the one
-that made the current version, its timer event is published again, because a
-crash may have lost the first publication (consumers drop the repeat by id).
+An input delivered again after a crash (its offset is at or below the last offset of its
+topic that changed this timer) changes nothing and emits nothing: the change it made is in
+the state, and the worker wrote the state only after that change's records were in Kafka.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams import events as ev
 from streams.effects import Audited, Effect, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.state import RECENT_IDS, ChangeKind, Status, TimerState
+from streams.state import NOT_APPLIED, RECENT_KEYS, ChangeKind, Status, TimerState
 
 Result = tuple[TimerState | None, list[Effect]]
+Changed = tuple[TimerState, list[Effect]]
 
 
-def apply(state: TimerState | None, env: ev.Envelope) -> Result:
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the fold needs besides the log: configuration that replay must use too."""
+
+    allowed_lateness_ms: int = 0
+
+
+NO_LATENESS = Rules()
+
+
+def event_key(env: ev.Envelope) -> int:
+    """Upstream event identity, scoped by source and type: two producers may reuse an id."""
+    raw = f"{env.source}\0{env.type}\0{env.id}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+def already_applied(state: TimerState, env: ev.Envelope) -> bool:
+    """Is `env` a record this timer has seen change it (or an earlier one of the same topic)?"""
+    return env.topic_index >= 0 and env.offset <= state.applied[env.topic_index]
+
+
+def apply(state: TimerState | None, env: ev.Envelope, rules: Rules = NO_LATENESS) -> Result:
     data = env.data
-    if state is not None and (env.id in state.recent_event_ids or env.id == state.registered_event_id):
-        return state, _seen_again(state, env)
+    if state is not None and already_applied(state, env):
+        return state, []  # delivered again after a crash: its change is in the state, its records are out
+    key = event_key(env)
+    if state is not None and key in state.recent_keys:
+        return state, [_audit(env, "duplicate", state.version, "event_id_seen")]
     if isinstance(data, ev.AuctionStarted):
-        return _register(state, env, data)
+        return _register(state, env, data, key)
     if state is None:
         return None, _unknown(env)
+    effects: list[Effect] = []
+    current = state
+    if current.status == "scheduled" and env.log_ms >= current.starts_at_ms and not isinstance(data, ev.StartTimer):
+        current, effects = _running(current, env, key)
+    new: TimerState
     if isinstance(data, ev.BidPlaced):
-        return _bid(state, env, data)
-    if isinstance(data, ev.ExpireTimer):
-        return _expire(state, env, data)
-    if isinstance(data, ev.StartTimer):
-        return _start(state, env, data)
-    if isinstance(data, ev.AuctionCancelled):
-        return _cancel(state, env, data)
-    return state, [ReconcileRequested(data.auction_id, data.requested_by)]
+        new, more = _bid(current, env, data, key, rules)
+    elif isinstance(data, ev.ExpireTimer):
+        new, more = _expire(current, env, data, key, rules)
+    elif isinstance(data, ev.StartTimer):
+        new, more = _start(current, env, data, key)
+    elif isinstance(data, ev.AuctionCancelled):
+        new, more = _cancel(current, env, data, key)
+    else:
+        new, more = current, [ReconcileRequested(data.auction_id, data.requested_by)]
+    return new, effects + more
 
 
 def _audit(env: ev.Envelope, action: str, version: int | None, reason: str | None = None, **detail: Any) -> Audited:
+    detail.setdefault("log_ms", env.log_ms)
     return Audited(action, env.auction_id, version, env.id, env.type, env.traceparent, reason, detail)
 
 
-def _changed(state: TimerState, env: ev.Envelope, kind: ChangeKind, status: Status, **fields: Any) -> TimerState:
+def _applied(applied: tuple[int, ...], env: ev.Envelope) -> tuple[int, ...]:
+    if env.topic_index < 0:
+        return applied
+    return (*applied[: env.topic_index], env.offset, *applied[env.topic_index + 1 :])
+
+
+def _changed(
+    state: TimerState, env: ev.Envelope, key: int, kind: ChangeKind, status: Status, **fields: Any
+) -> TimerState:
     """The next version of `state`, made by `env`."""
+    keys = state.recent_keys if key in state.recent_keys else (*state.recent_keys, key)[-RECENT_KEYS:]
     return replace(
         state,
         version=state.version + 1,
         status=status,
         traceparent=env.traceparent,
         last_event_id=env.id,
-        recent_event_ids=(*state.recent_event_ids, env.id)[-RECENT_IDS:],
-        updated_at_ms=env.time_ms,
+        recent_keys=keys,
+        applied=_applied(state.applied, env),
+        updated_at_ms=env.log_ms,
         last_change=kind,
         **fields,
     )
@@ -82,13 +135,6 @@ def _track(name: str, state: TimerState, **extra: Any) -> Tracked:
     return Tracked(name, state.auction_id, state.version, state.traceparent, props)
 
 
-def _seen_again(state: TimerState, env: ev.Envelope) -> list[Effect]:
-    effects: list[Effect] = [_audit(env, "duplicate", state.version, "event_id_seen")]
-    if env.id == state.last_event_id:
-        effects.append(TimerChanged(state.last_change, state, env.id, env.type, redelivery=True))
-    return effects
-
-
 def _unknown(env: ev.Envelope) -> list[Effect]:
     return [
         _audit(env, "rejected", None, "unknown_auction"),
@@ -96,7 +142,7 @@ def _unknown(env: ev.Envelope) -> list[Effect]:
     ]
 
 
-def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarted) -> Result:
+def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarted, key: int) -> Result:
     if state is not None:
         same = (state.starts_at_ms, state.original_ends_at_ms, state.policy) == (
             data.starts_at_ms,
@@ -116,7 +162,7 @@ def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarte
     new = TimerState(
         auction_id=data.auction_id,
         version=1,
-        status="running" if env.time_ms >= data.starts_at_ms else "scheduled",
+        status="running" if env.log_ms >= data.starts_at_ms else "scheduled",
         starts_at_ms=data.starts_at_ms,
         original_ends_at_ms=data.ends_at_ms,
         ends_at_ms=data.ends_at_ms,
@@ -125,10 +171,10 @@ def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarte
         extension_count=0,
         extension_total_ms=0,
         traceparent=env.traceparent,
-        registered_event_id=env.id,
         last_event_id=env.id,
-        recent_event_ids=(env.id,),
-        updated_at_ms=env.time_ms,
+        recent_keys=(key,),
+        applied=_applied(NOT_APPLIED, env),
+        updated_at_ms=env.log_ms,
         last_change="registered",
     )
     return new, [
@@ -148,13 +194,22 @@ def _times(data: ev.AuctionStarted) -> dict[str, Any]:
     }
 
 
-def _bid(state: TimerState, env: ev.Envelope, bid: ev.BidPlaced) -> Result:
+def _running(state: TimerState, env: ev.Envelope, key: int) -> Changed:
+    """The log passed starts_at before the StartTimer came: this input starts the timer."""
+    new = _changed(state, env, key, "started", "running")
+    return new, [TimerChanged("started", new, env.id, env.type), _audit(env, "started", new.version)]
+
+
+def _bid(state: TimerState, env: ev.Envelope, bid: ev.BidPlaced, key: int, rules: Rules) -> Changed:
     placed = bid.placed_at_ms
     ctx = {"bid_id": bid.bid_id, "placed_at_ms": placed, "ends_at_ms": state.ends_at_ms}
     if state.status == "cancelled":
         return state, [_audit(env, "bid_ignored", state.version, "auction_cancelled", **ctx)]
-    if state.status == "ended" or placed >= state.ends_at_ms:
+    if placed >= state.ends_at_ms:
         return state, [_audit(env, "bid_ignored", state.version, "after_end", **ctx)]
+    if state.status == "ended" or env.log_ms >= state.ends_at_ms + rules.allowed_lateness_ms:
+        late = env.log_ms - state.ends_at_ms
+        return state, [_audit(env, "bid_ignored", state.version, "late_bid", appended_after_end_ms=late, **ctx)]
     if placed < state.starts_at_ms:
         return state, [_audit(env, "bid_ignored", state.version, "before_start", **ctx)]
     if placed < state.ends_at_ms - state.policy.soft_close_window_ms:
@@ -169,6 +224,7 @@ def _bid(state: TimerState, env: ev.Envelope, bid: ev.BidPlaced) -> Result:
     new = _changed(
         state,
         env,
+        key,
         "extended",
         "running",
         ends_at_ms=new_end,
@@ -182,12 +238,13 @@ def _bid(state: TimerState, env: ev.Envelope, bid: ev.BidPlaced) -> Result:
     ]
 
 
-def _expire(state: TimerState, env: ev.Envelope, cmd: ev.ExpireTimer) -> Result:
-    stale = _stale_command(state, env, cmd.version, state.ends_at_ms, cmd.fired_at_ms, "expire_ignored")
+def _expire(state: TimerState, env: ev.Envelope, cmd: ev.ExpireTimer, key: int, rules: Rules) -> Changed:
+    due = state.ends_at_ms + rules.allowed_lateness_ms
+    stale = _stale_command(state, env, cmd.version, due, "expire_ignored")
     if stale:
         return state, stale
-    new = _changed(state, env, "completed", "ended", ended_at_ms=cmd.fired_at_ms)
-    lateness = cmd.fired_at_ms - state.ends_at_ms
+    new = _changed(state, env, key, "completed", "ended", ended_at_ms=env.log_ms)
+    lateness = env.log_ms - state.ends_at_ms
     return new, [
         TimerChanged("completed", new, env.id, env.type),
         _audit(env, "completed", new.version, None, fired_at_ms=cmd.fired_at_ms, lateness_ms=lateness),
@@ -195,33 +252,32 @@ def _expire(state: TimerState, env: ev.Envelope, cmd: ev.ExpireTimer) -> Result:
     ]
 
 
-def _start(state: TimerState, env: ev.Envelope, cmd: ev.StartTimer) -> Result:
+def _start(state: TimerState, env: ev.Envelope, cmd: ev.StartTimer, key: int) -> Changed:
     if state.status == "running":
         return state, [_audit(env, "start_ignored", state.version, "already_running")]
-    stale = _stale_command(state, env, cmd.version, state.starts_at_ms, cmd.fired_at_ms, "start_ignored")
+    stale = _stale_command(state, env, cmd.version, state.starts_at_ms, "start_ignored")
     if stale:
         return state, stale
-    new = _changed(state, env, "started", "running")
+    new = _changed(state, env, key, "started", "running")
     return new, [TimerChanged("started", new, env.id, env.type), _audit(env, "started", new.version)]
 
 
-def _stale_command(
-    state: TimerState, env: ev.Envelope, version: int, due_ms: int, fired_ms: int, action: str
-) -> list[Effect]:
-    """Why a scheduler command no longer applies, as an audit entry; empty when it does apply."""
+def _stale_command(state: TimerState, env: ev.Envelope, version: int, due_ms: int, action: str) -> list[Effect]:
+    """Why a scheduler command no longer applies, as an audit entry; empty when it does apply.
+    "Due" is judged by the log's clock: the command's own broker time."""
     if not state.live:
         return [_audit(env, action, state.version, f"already_{state.status}")]
     if version != state.version:
         return [_audit(env, action, state.version, "version_mismatch", command_version=version)]
-    if due_ms > fired_ms:
-        return [_audit(env, action, state.version, "not_due", due_ms=due_ms, fired_at_ms=fired_ms)]
+    if due_ms > env.log_ms:
+        return [_audit(env, action, state.version, "not_due", due_ms=due_ms)]
     return []
 
 
-def _cancel(state: TimerState, env: ev.Envelope, cmd: ev.AuctionCancelled) -> Result:
+def _cancel(state: TimerState, env: ev.Envelope, cmd: ev.AuctionCancelled, key: int) -> Changed:
     if not state.live:
         return state, [_audit(env, "cancel_ignored", state.version, f"already_{state.status}")]
-    new = _changed(state, env, "cancelled", "cancelled", ended_at_ms=env.time_ms)
+    new = _changed(state, env, key, "cancelled", "cancelled", ended_at_ms=env.log_ms)
     return new, [
         TimerChanged("cancelled", new, env.id, env.type),
         _audit(env, "cancelled", new.version, cmd.reason, actor=cmd.actor),

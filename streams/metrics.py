@@ -18,7 +18,26 @@ ACTIVE_TIMERS = Gauge("auctions_timer_active", "Live auctions this worker schedu
 EVENTS = Counter("auctions_timer_events_total", "Input messages folded", ["topic"])
 TRANSITIONS = Counter("auctions_timer_transitions_total", "Timer state changes", ["kind"])
 REJECTED = Counter("auctions_timer_rejected_events_total", "Inputs dead-lettered, by reason", ["reason"])
-RETRIED = Counter(
-    "auctions_timer_processing_retries_total", "Inputs held and retried because the table or Kafka failed"
+REDELIVERED = Counter(
+    "auctions_timer_redelivered_total", "Inputs delivered again after a crash and recognised as applied already"
 )
 COMMANDS_SENT = Counter("auctions_timer_commands_sent_total", "Scheduler commands written", ["command"])
+DELIVERY_FAILURES = Counter(
+    "auctions_timer_delivery_failures_total",
+    "Records Kafka did not acknowledge (their input is held and they are sent again), by topic and kind",
+    ["topic", "kind"],
+)
+HELD_INPUTS = Gauge("auctions_timer_held_inputs", "Input records buffered until the log's order allows folding them")
+WATERMARK_LAG = Gauge(
+    "auctions_timer_watermark_lag_ms",
+    "How far behind the log this worker's folding is: now minus the newest log time it folded or knows caught up",
+    ["partition"],
+)
+LATE_BIDS = Counter("auctions_timer_late_bids_total", "Bids placed before the end that the log took after it")
+SEND_FAILURES = Counter(
+    "auctions_timer_scheduler_send_failures_total", "Scheduler commands and ticks Kafka did not acknowledge", ["what"]
+)
+HELD_GROUPS = Gauge(
+    "auctions_timer_held_partitions",
+    "Input partitions whose folding is held because Kafka has not yet acknowledged what they caused",
+)

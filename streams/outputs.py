@@ -1,14 +1,19 @@
 """Effects and ticks as Kafka records: CloudEvents for our topics, Segment Track for analytics.
 
-Every record has a deterministic id so a consumer can drop a repeat:
-timer events `{auction}:v{version}` (`{auction}:completed`, `{auction}:cancelled`
-for the terminal ones), audit `{auction}:{cause}:{action}`, analytics
-`{auction}:{event}:v{version}`, DLQ `{topic}:{partition}:{offset}`.
+Every record the fold causes has a deterministic id, and its content is a function of the
+input record and the state alone (times are log times, trace spans are derived, never
+random): a record published again after a crash is byte for byte the first one, so a
+consumer can drop a repeat by id. Ids: timer events `{auction}:v{version}`
+(`{auction}:completed`, `{auction}:cancelled` for the terminal ones), audit
+`{auction}:{topic}:{partition}:{offset}:{action}` (the input that caused it), analytics
+`{auction}:{event}:v{version}`, DLQ `{topic}:{partition}:{offset}`. Ticks are the exception:
+they carry the worker's clock and are sent again, not repeated.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,22 +68,21 @@ def timer_event_id(change: TimerChanged) -> str:
     return f"{state.auction_id}:v{state.version}"
 
 
-def timer_event(change: TimerChanged, now_ms: int) -> Record:
+def timer_event(change: TimerChanged) -> Record:
+    """The change as of the log time of the input that made it (`state.updated_at_ms`)."""
     state = change.state
+    at_ms = state.updated_at_ms
     data = {
         **state.public(),
         "kind": change.kind,
         "cause": {"id": change.cause_id, "type": change.cause_type},
         "previous_ends_at_ms": change.previous_ends_at_ms,
-        "remaining_ms": state.remaining_ms(now_ms),
-        "server_time_ms": now_ms,
+        "remaining_ms": state.remaining_ms(at_ms),
+        "server_time_ms": at_ms,
     }
+    event_id = timer_event_id(change)
     value = cloudevent(
-        timer_event_id(change),
-        TIMER_EVENT_TYPE.format(kind=change.kind),
-        now_ms,
-        child_traceparent(state.traceparent),
-        data,
+        event_id, TIMER_EVENT_TYPE.format(kind=change.kind), at_ms, child_traceparent(state.traceparent, event_id), data
     )
     return Record(topics.TIMER_EVENTS, state.auction_id.encode(), value)
 
@@ -103,14 +107,13 @@ class TimerTick:
 
 def tick(state: TimerState, seq: int, now_ms: int) -> Record:
     event = TimerTick(state, seq, now_ms)
-    value = cloudevent(
-        f"{state.auction_id}:v{state.version}:t{now_ms}", TICK_TYPE, now_ms, child_traceparent(state.traceparent),
-        event.data(),
-    )  # fmt: skip
+    tick_id = f"{state.auction_id}:v{state.version}:t{now_ms}"
+    value = cloudevent(tick_id, TICK_TYPE, now_ms, child_traceparent(state.traceparent, tick_id), event.data())
     return Record(topics.TICKS, state.auction_id.encode(), value)
 
 
-def audit(entry: Audited, now_ms: int, source: str = SOURCE) -> Record:
+def audit(entry: Audited, at_ms: int, record_id: str, source: str = SOURCE) -> Record:
+    """`record_id` names the entry; for the fold's entries it is the causing input's position."""
     data = {
         "action": entry.action,
         "auction_id": entry.auction_id,
@@ -119,31 +122,38 @@ def audit(entry: Audited, now_ms: int, source: str = SOURCE) -> Record:
         "cause": {"id": entry.cause_id, "type": entry.cause_type},
         "trace_id": entry.traceparent[3:35],
         "detail": entry.detail,
-        "recorded_at_ms": now_ms,
+        "recorded_at_ms": at_ms,
     }
-    value = cloudevent(
-        f"{entry.auction_id}:{entry.cause_id}:{entry.action}", AUDIT_TYPE, now_ms, entry.traceparent, data, source
-    )
+    value = cloudevent(record_id, AUDIT_TYPE, at_ms, entry.traceparent, data, source)
     return Record(topics.AUDIT, entry.auction_id.encode(), value)
 
 
-def analytics(tracked: Tracked, now_ms: int) -> Record:
+def analytics(tracked: Tracked, at_ms: int) -> Record:
     """A Segment Track call (https://segment.com/docs/connections/spec/track/)."""
     doc = {
         "type": "track",
         "event": tracked.event,
         "anonymousId": f"auction:{tracked.auction_id}",
         "messageId": f"{tracked.auction_id}:{tracked.event}:v{tracked.version}",
-        "timestamp": rfc3339(now_ms),
+        "timestamp": rfc3339(at_ms),
         "properties": tracked.properties,
         "context": {"traceparent": tracked.traceparent, "library": {"name": "auction-timer", "version": "0.1.0"}},
     }
     return Record(topics.ANALYTICS, tracked.auction_id.encode(), orjson.dumps(doc))
 
 
+# What a DLQ record keeps of the input: enough to read what was wrong, never so much that the
+# record (JSON-escaped, up to six bytes per input byte) nears the producer's 1 MB limit.
+DLQ_EXCERPT_BYTES = 16 * 1024
+DLQ_KEY_CHARS = 256
+DLQ_DETAIL_CHARS = 1_000
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """auctions.timer.dlq: an input that could not be applied, why, and where it came from."""
+    """auctions.timer.dlq: an input that could not be applied, why, and where it came from.
+    `value`/`value_base64` hold at most DLQ_EXCERPT_BYTES of the original (`truncated` then
+    says so; `size` and `sha256` describe the whole, which topic/partition/offset find)."""
 
     reason: str
     detail: str
@@ -155,8 +165,10 @@ class DeadLetter:
     value: str | None  # the original as text, when it was UTF-8
     value_base64: str | None  # otherwise base64
     truncated: bool
+    size: int
+    sha256: str
     trace_id: str
-    received_at_ms: int
+    received_at_ms: int  # the broker's append time of the input
 
 
 def dead_letter(
@@ -170,32 +182,36 @@ def dead_letter(
     key: bytes | None,
     value: bytes | None,
     traceparent: str,
-    now_ms: int,
-    max_bytes: int,
+    log_ms: int,
 ) -> Record:
-    """The unusable input with why; over-long originals are cut, and topic/partition/offset find the whole."""
-    original = (value or b"")[:max_bytes]
+    """The unusable input with why, bounded whatever the input's size."""
+    whole = value or b""
+    original = whole[:DLQ_EXCERPT_BYTES]
     try:
         text: str | None = original.decode()
         encoded = None
     except UnicodeDecodeError:
         text, encoded = None, base64.b64encode(original).decode()
+    shown_key = None if key is None else key[:DLQ_KEY_CHARS].decode(errors="replace")
     letter = DeadLetter(
         reason=reason,
-        detail=detail,
+        detail=detail[:DLQ_DETAIL_CHARS],
         field=field,
         topic=topic,
         partition=partition,
         offset=offset,
-        key=key.decode(errors="replace") if key is not None else None,
+        key=shown_key,
         value=text,
         value_base64=encoded,
-        truncated=value is not None and len(value) > max_bytes,
+        truncated=len(whole) > len(original) or (key is not None and len(key) > DLQ_KEY_CHARS),
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
         trace_id=traceparent[3:35],
-        received_at_ms=now_ms,
+        received_at_ms=log_ms,
     )
-    dlq_key = key if key is not None else f"{topic}:{partition}".encode()
-    value_out = cloudevent(f"{topic}:{partition}:{offset}", DLQ_TYPE, now_ms, traceparent, asdict(letter))
+    position = f"{topic}:{partition}:{offset}"
+    dlq_key = key[:DLQ_KEY_CHARS] if key is not None else position.encode()
+    value_out = cloudevent(position, DLQ_TYPE, log_ms, traceparent, asdict(letter))
     return Record(topics.DLQ, dlq_key, value_out)
 
 

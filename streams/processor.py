@@ -1,41 +1,33 @@
-"""The thin outer layer around the fold: bytes in, table updated, records out.
+"""The thin outer layer around the fold: one input record in, records out, state updated.
 
-`TimerProcessor.process` is what the Faust agent calls for each message; it is
-plain code over a MutableMapping so functional tests drive it without Kafka.
-It never raises for bad input: anything that cannot be applied becomes a DLQ
-record with its reason, and the agent commits past it. A failure of the table or of
-Kafka is not the message's fault: `apply_message` retries it instead of dead-lettering
-a valid event.
+`TimerProcessor.process` decodes a record, checks that it sits where its key says, folds it
+into the state and turns the fold's effects into Kafka records. It is plain code over a
+`States` mapping (no Kafka, no clock), so the worker, replay and functional tests all run
+it the same way; what it produces depends only on the state and the record. It never raises
+for bad input: anything that cannot be applied becomes a DLQ record with its reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Protocol, assert_never
 
-from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
-from faust.exceptions import FaustError
 
 from streams import effects as fx
 from streams import outputs
-from streams.clock import wall_ms
 from streams.decode import decode
 from streams.errors import InvalidEvent
-from streams.fold import apply
-from streams.metrics import COMPLETION_LATENESS, EVENTS, REJECTED, RETRIED, TRANSITIONS
-from streams.state import TimerState, decode_state, encode_state
-from streams.tracing import current_trace_id, new_traceparent, trace_id_of
+from streams.fold import NO_LATENESS, Rules, already_applied, apply
+from streams.message import Message
+from streams.metrics import LATE_BIDS, REDELIVERED, REJECTED, TRANSITIONS
+from streams.state import TimerState
+from streams.tracing import current_trace_id, derived_traceparent, trace_id_of
 
 log = logging.getLogger("auction_timer.processor")
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 30.0
-# Raised by the table (say, a changelog the consumer's metadata does not show yet) or by Kafka:
-# the message is fine and must be applied once they recover.
-NOT_THE_MESSAGES_FAULT = (FaustError, KafkaError)
+MAX_KEY_BYTES = 64  # an auction id; a longer key cannot be one
+HOME_CACHE = 100_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -43,15 +35,12 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One input message as it came off Kafka."""
+class States(Protocol):
+    """Timer states by auction id (bytes); `put` records a new version."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    def get(self, key: bytes) -> TimerState | None: ...
+
+    def put(self, key: bytes, state: TimerState) -> None: ...
 
 
 @dataclass
@@ -64,81 +53,81 @@ class Outcome:
 
 @dataclass
 class TimerProcessor:
-    table: MutableMapping[bytes, bytes]
+    states: States
     partitions: int
     max_event_bytes: int
-    clock: Callable[[], int] = wall_ms
+    rules: Rules = NO_LATENESS
+    _homes: dict[bytes, int] = field(default_factory=dict)
+
+    def home(self, key: bytes) -> int:
+        """The partition of `key`, cached: murmur2 in Python costs more than the fold."""
+        home = self._homes.get(key)
+        if home is None:
+            if len(self._homes) >= HOME_CACHE:
+                self._homes.clear()
+            home = self._homes[key] = partition_for(key, self.partitions)
+        return home
 
     def process(self, msg: Message) -> Outcome:
+        if not msg.log_append_time:
+            detail = (
+                f"{msg.topic} stamps records with the producer's CreateTime; the worker folds by the broker's"
+                " append time: set message.timestamp.type=LogAppendTime on the topic, then replay this record"
+            )
+            return self._reject(msg, "not_log_append_time", detail, None, derived_traceparent(msg.position))
+        if msg.key is not None and len(msg.key) > MAX_KEY_BYTES:
+            detail = f"a {len(msg.key)}-byte key cannot be an auction_id (at most {MAX_KEY_BYTES})"
+            return self._reject(msg, "key_mismatch", detail, "key", derived_traceparent(msg.position))
         try:
-            env = decode(msg.topic, msg.value, self.max_event_bytes)
+            env = decode(msg, self.max_event_bytes)
         except InvalidEvent as exc:
-            return self._reject(msg, exc.reason, exc.detail, exc.field, new_traceparent())
+            return self._reject(msg, exc.reason, exc.detail, exc.field, derived_traceparent(msg.position))
         token = current_trace_id.set(trace_id_of(env.traceparent))
         try:
             wanted = env.auction_id.encode()
             if msg.key != wanted:
-                detail = f"message key {msg.key!r} is not the auction_id {env.auction_id!r}; key by auction_id"
+                shown = msg.key[:MAX_KEY_BYTES] if msg.key is not None else None
+                detail = f"message key {shown!r} is not the auction_id {env.auction_id!r}; key by auction_id"
                 return self._reject(msg, "key_mismatch", detail, "key", env.traceparent)
-            home = partition_for(wanted, self.partitions)
+            home = self.home(wanted)
             if home != msg.partition:
                 detail = (
                     f"auction {env.auction_id!r} belongs on partition {home} of {self.partitions} "
                     "(murmur2 of the key); producers must use Kafka's default partitioner"
                 )
                 return self._reject(msg, "wrong_partition", detail, "key", env.traceparent)
-            raw_state = self.table.get(wanted)
-            state = decode_state(raw_state) if raw_state else None
-            new_state, effects = apply(state, env)
+            state = self.states.get(wanted)
+            if state is not None and already_applied(state, env):
+                REDELIVERED.inc()
+            new_state, effects = apply(state, env, self.rules)
             if new_state is not None and new_state is not state:
-                self.table[wanted] = encode_state(new_state)
+                self.states.put(wanted, new_state)
             return self._carry_out(msg, effects, env.traceparent)
         finally:
             current_trace_id.reset(token)
 
-    async def apply_message(self, msg: Message, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Outcome:
-        """`process`, for the agent: a failure of the table or of Kafka holds this message (and
-        with it every partition of this worker, since the agent folds them all in one loop) and
-        retries it with backoff; any other exception is a bug this message
-        met, and the message is dead-lettered so the partition moves on."""
-        EVENTS.labels(msg.topic).inc()
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                return self.process(msg)
-            except NOT_THE_MESSAGES_FAULT as exc:
-                RETRIED.inc()
-                log.error(
-                    "the table or Kafka failed; retrying the same message",
-                    extra={"topic": msg.topic, "offset": msg.offset, "error": repr(exc), "retry_in_s": delay},
-                )
-                await sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-            except Exception as exc:  # noqa: BLE001 - never crash the agent; the DLQ keeps the message
-                return self._internal_error(msg, exc)
-
-    def _internal_error(self, msg: Message, exc: BaseException) -> Outcome:
-        """A bug met this message: dead-letter it (so it can be replayed once fixed) and go on."""
+    def internal_error(self, msg: Message, exc: BaseException) -> Outcome:
+        """A bug met this record: dead-letter it (so it can be replayed once fixed) and go on."""
         log.exception("processing failed; message sent to the DLQ", extra={"topic": msg.topic, "offset": msg.offset})
-        return self._reject(msg, "internal_error", f"{type(exc).__name__}: {exc}", None, new_traceparent())
+        detail = f"{type(exc).__name__}: {exc}"
+        return self._reject(msg, "internal_error", detail, None, derived_traceparent(msg.position))
 
     def _carry_out(self, msg: Message, effects: list[fx.Effect], traceparent: str) -> Outcome:
-        now = self.clock()
         out = Outcome()
         for effect in effects:
             match effect:
                 case fx.TimerChanged():
-                    out.records.append(outputs.timer_event(effect, now))
+                    out.records.append(outputs.timer_event(effect))
                     out.changes.append(effect)
-                    if not effect.redelivery:
-                        TRANSITIONS.labels(effect.kind).inc()
-                        if effect.kind == "completed":
-                            COMPLETION_LATENESS.observe(max(0, now - effect.state.ends_at_ms))
-                        log_change(effect)
+                    TRANSITIONS.labels(effect.kind).inc()
+                    log_change(effect)
                 case fx.Audited():
-                    out.records.append(outputs.audit(effect, now))
+                    if effect.reason == "late_bid":
+                        LATE_BIDS.inc()
+                    record_id = f"{effect.auction_id}:{msg.position}:{effect.action}"
+                    out.records.append(outputs.audit(effect, msg.timestamp_ms, record_id))
                 case fx.Tracked():
-                    out.records.append(outputs.analytics(effect, now))
+                    out.records.append(outputs.analytics(effect, msg.timestamp_ms))
                 case fx.Rejected():
                     rejection = self._reject(msg, effect.reason, effect.detail, None, traceparent)
                     out.records += rejection.records
@@ -153,19 +142,19 @@ class TimerProcessor:
         REJECTED.labels(reason).inc()
         log.warning(
             "input rejected to the DLQ: %s",
-            detail,
+            detail[: outputs.DLQ_DETAIL_CHARS],
             extra={"reason": reason, "field": field_name, "topic": msg.topic, "partition": msg.partition,
                    "offset": msg.offset, "trace_id": trace_id_of(traceparent)},
         )  # fmt: skip
         record = outputs.dead_letter(
             reason=reason, detail=detail, field=field_name, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            key=msg.key, value=msg.value, traceparent=traceparent, now_ms=self.clock(), max_bytes=self.max_event_bytes,
+            key=msg.key, value=msg.value, traceparent=traceparent, log_ms=msg.timestamp_ms,
         )  # fmt: skip
         return Outcome(records=[record], rejected=[reason])
 
 
 def log_change(change: fx.TimerChanged) -> None:
-    state: TimerState = change.state
+    state = change.state
     log.info(
         "timer %s",
         change.kind,

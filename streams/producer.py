@@ -34,9 +34,10 @@ class LazyProducer:
                     self._producer = producer
         return self._producer
 
-    async def send(self, record: Record) -> object:
+    async def send(self, record: Record) -> asyncio.Future[Any]:
         """Queue the record; returns the delivery future without waiting for it."""
-        return await (await self.get()).send(record.topic, record.value, key=record.key)
+        future: asyncio.Future[Any] = await (await self.get()).send(record.topic, record.value, key=record.key)
+        return future
 
     async def close(self) -> None:
         if self._producer is not None:

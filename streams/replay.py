@@ -1,10 +1,10 @@
-"""Replay: read the input topics over a range, in log order, and run the worker's own fold.
+"""Replay: read the input topics over a range and run the worker's own processor and fold.
 
-Each auction's events are merged across the four input topics by record timestamp (then
-topic, partition, offset), so a replay meets them in the order the live worker met them
-unless two of an auction's inputs raced inside the worker's fetch window. The outer layer
-is the worker's TimerProcessor over a plain dict, so validation and the DLQ decisions
-are the same as live.
+Partition p of the four input topics is merged exactly as the live worker merges it (the
+same `Merger`: broker append time, then topic rank, each partition in offset order), and
+the fold decides only by the log's clock, so a replay of the same log reaches the same
+states and the same decisions as the worker did, whatever order the worker fetched in.
+Validation and the DLQ decisions are the worker's too (its TimerProcessor over a dict).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -23,9 +22,12 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams import topics
 from streams.errors import ReplayError
+from streams.fold import NO_LATENESS, Rules
 from streams.log_range import read_range
-from streams.processor import Message, TimerProcessor
-from streams.state import TimerState, decode_state
+from streams.message import LOG_APPEND_TIME, Message
+from streams.order import Merger
+from streams.processor import TimerProcessor
+from streams.state import TimerState
 from streams.topic_admin import partition_counts
 
 TOPIC_ORDER = {name: i for i, name in enumerate(topics.INPUT_TOPICS)}
@@ -58,20 +60,6 @@ def parse_iso_ms(value: str, option: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class Input:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def order(self) -> tuple[int, int, int, int]:
-        return (self.timestamp, TOPIC_ORDER[self.topic], self.partition, self.offset)
-
-
 @dataclass
 class Progress:
     """Events per second on a terminal; silent otherwise."""
@@ -99,7 +87,7 @@ class Progress:
 
 async def read_inputs(
     bootstrap: str, window: Window, auctions: set[str] | None, progress: Progress
-) -> tuple[list[Input], int]:
+) -> tuple[list[Message], int]:
     """Every input record in the window (only `auctions` when given); and the partition count."""
     try:
         counts = await partition_counts(bootstrap, list(topics.INPUT_TOPICS))
@@ -116,11 +104,21 @@ async def read_inputs(
         consumer.assign(tps)
         starts, ends = await _bounds(consumer, tps, window)
         total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
-        records: list[Input] = []
+        records: list[Message] = []
         async for tp, got in read_range(consumer, starts, ends):
             for r in got:
                 if auctions is None or (r.key is not None and r.key.decode(errors="replace") in auctions):
-                    records.append(Input(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
+                    records.append(
+                        Message(
+                            tp.topic,
+                            tp.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            r.timestamp_type == LOG_APPEND_TIME,
+                        )
+                    )
             progress.add(len(got), total)
         progress.finish()
         if total == 0:
@@ -157,21 +155,43 @@ class Replayed:
     rejected: Counter[str]
 
 
-def reprocess(
-    records: list[Input], partitions: int, max_event_bytes: int, clock: Callable[[], int] = lambda: 0
-) -> Replayed:
-    """Run the worker's processor over the records, each auction's in log order."""
+@dataclass
+class MemoryStates:
+    """The table of a replay: plain decoded states."""
+
+    states: dict[bytes, TimerState] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> TimerState | None:
+        return self.states.get(key)
+
+    def put(self, key: bytes, state: TimerState) -> None:
+        self.states[key] = state
+
+
+def in_log_order(records: list[Message]) -> list[Message]:
+    """Every partition number's records, merged as the live worker merges them."""
+    mergers: dict[int, Merger[Message]] = {}
+    for rec in records:  # read per partition in offset order
+        merger = mergers.setdefault(rec.partition, Merger(len(topics.INPUT_TOPICS)))
+        merger.add(TOPIC_ORDER[rec.topic], [(rec.timestamp_ms, rec.offset, rec)])
+    ordered: list[Message] = []
+    for partition in sorted(mergers):
+        mergers[partition].everything_seen()
+        ordered += mergers[partition].pop_ready()
+    return ordered
+
+
+def reprocess(records: list[Message], partitions: int, max_event_bytes: int, rules: Rules = NO_LATENESS) -> Replayed:
+    """Run the worker's processor over the records, in the order the worker folds them."""
     logging.getLogger("auction_timer.processor").setLevel(logging.ERROR)  # rejections are counted instead
-    table: dict[bytes, bytes] = {}
-    processor = TimerProcessor(table, partitions, max_event_bytes, clock)
+    table = MemoryStates()
+    processor = TimerProcessor(table, partitions, max_event_bytes, rules)
     timeline: list[dict[str, Any]] = []
     rejected: Counter[str] = Counter()
-    for rec in sorted(records, key=lambda r: (r.key or b"", r.order)):
-        outcome = processor.process(Message(rec.topic, rec.partition, rec.offset, rec.key, rec.value))
+    for rec in in_log_order(records):
+        outcome = processor.process(rec)
         rejected.update(outcome.rejected)
         for change in outcome.changes:
-            if change.redelivery:
-                continue
             s = change.state
             timeline.append({
                 "auction_id": s.auction_id, "version": s.version, "kind": change.kind, "status": s.status,
@@ -180,5 +200,5 @@ def reprocess(
                           "topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
                 "trace_id": s.trace_id,
             })  # fmt: skip
-    states = {key.decode(): decode_state(value) for key, value in table.items()}
+    states = {key.decode(): state for key, state in table.states.items()}
     return Replayed(states, timeline, rejected)

@@ -2,8 +2,11 @@
 
 Entries are lazily invalidated: a change pushes fresh entries, and an entry whose
 auction moved on (new version, ended, untracked) is dropped when it surfaces.
-Each live auction has one deadline (its start while scheduled, else its end) and
-one next tick; ticks are phased per auction so 10,000 timers do not tick at once.
+Each live auction has one deadline (its start while scheduled, else its end plus the
+allowed lateness) and one next tick. Periodic ticks go through Kafka only for auctions
+within `tick_horizon_ms` of their end (the gateway ticks its viewers of the others from
+the state it holds), so Kafka's tick traffic grows with auctions near their end, not with
+the catalogue; ticks are phased per auction so 10,000 timers do not tick at once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Due:
 @dataclass
 class Schedule:
     tick_interval_ms: int
+    tick_horizon_ms: int = 300_000
+    lateness_ms: int = 0
     live: dict[str, TimerState] = field(default_factory=dict)
     _heap: list[tuple[int, int, DueKind, str, int]] = field(default_factory=list)
     _next_tick: dict[str, int] = field(default_factory=dict)
@@ -56,16 +61,17 @@ class Schedule:
         self.live[state.auction_id] = state
         if state.status == "scheduled":
             self._push(state.starts_at_ms, "start", state)
-        self._push(state.ends_at_ms, "expire", state)
+        self._push(state.ends_at_ms + self.lateness_ms, "expire", state)
         if state.auction_id not in self._next_tick:
             self.schedule_tick(state.auction_id, now_ms)
 
     def schedule_tick(self, auction_id: str, after_ms: int) -> None:
-        """The next periodic tick is one interval after `after_ms` (a tick that just went out)."""
+        """The next periodic tick is one interval after `after_ms` (a tick that just went out),
+        or when the auction comes within the tick horizon of its end, whichever is later."""
         state = self.live.get(auction_id)
         if state is None:
             return
-        due = after_ms + self.tick_interval_ms
+        due = max(after_ms + self.tick_interval_ms, state.ends_at_ms - self.tick_horizon_ms)
         self._next_tick[auction_id] = due
         self._push(due, "tick", state)
 

@@ -3,7 +3,10 @@
 It sleeps until the earlier of the next deadline and the next tick (or until a
 change wakes it), writes ExpireTimer / StartTimer to auctions.timer.commands at
 deadlines, and TimerTicks to auctions.timer.ticks. It never writes the table:
-the fold, through the agent, is the only writer.
+the fold, through the agent, is the only writer. Its clock only decides when to
+ask: whether a command is due is the fold's decision, by the log's clock.
+Every send's result is checked; a command that did not reach Kafka is fired
+again (REFIRE_MS), a tick that did not is counted and superseded by the next.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from streams import events as ev
 from streams import outputs
 from streams.clock import wall_ms
-from streams.metrics import ACTIVE_TIMERS, COMMANDS_SENT, TICK_DELAY
+from streams.metrics import ACTIVE_TIMERS, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
 from streams.schedule import Due, Schedule
 from streams.state import TimerState
 from streams.tracing import child_traceparent
@@ -25,16 +29,23 @@ from streams.tracing import child_traceparent
 log = logging.getLogger("auction_timer.scheduler")
 SOURCE = "urn:auction-timer:scheduler"
 
-Send = Callable[[outputs.Record], Awaitable[object]]
+Send = Callable[[outputs.Record], Awaitable["asyncio.Future[Any]"]]
 
 
 class Scheduler:
-    """`send_command` carries deadlines (latency-critical); `send_tick` carries ticks (bulk)."""
+    """`send_command` carries deadlines (latency-critical); `send_tick` carries ticks (bulk).
+    Both return the delivery future of the record they queued."""
 
     def __init__(
-        self, tick_interval_s: float, send_command: Send, send_tick: Send, clock: Callable[[], int] = wall_ms
+        self,
+        tick_interval_s: float,
+        send_command: Send,
+        send_tick: Send,
+        clock: Callable[[], int] = wall_ms,
+        tick_horizon_s: float = 300.0,
+        lateness_ms: int = 0,
     ) -> None:
-        self.schedule = Schedule(int(tick_interval_s * 1000))
+        self.schedule = Schedule(int(tick_interval_s * 1000), int(tick_horizon_s * 1000), lateness_ms)
         self._send_command = send_command
         self._send_tick = send_tick
         self._clock = clock
@@ -46,7 +57,7 @@ class Scheduler:
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
         ACTIVE_TIMERS.set(len(self.schedule))
-        await self._send_tick(outputs.tick(state, seq, now))
+        checked(await self._send_tick(outputs.tick(state, seq, now)), "tick")
         self._wake.set()
 
     def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
@@ -89,7 +100,7 @@ class Scheduler:
         state = due.state
         if due.kind == "tick":
             TICK_DELAY.observe(max(0, now - due.due_ms))
-            await self._send_tick(outputs.tick(state, due.seq, now))
+            checked(await self._send_tick(outputs.tick(state, due.seq, now)), "tick")
             return
         payload: ev.ExpireTimer | ev.StartTimer
         if due.kind == "expire":
@@ -99,7 +110,19 @@ class Scheduler:
         # A random id: two schedulers racing for the same deadline send two distinct commands,
         # and the fold's version check (not the duplicate check) turns the second into a no-op.
         command_id = f"{state.auction_id}:{due.kind}:v{state.version}:{uuid.uuid4().hex[:12]}"
-        await self._send_command(
-            outputs.input_record(payload, command_id, now, child_traceparent(state.traceparent), SOURCE)
-        )
+        traceparent = child_traceparent(state.traceparent, command_id)
+        record = outputs.input_record(payload, command_id, now, traceparent, SOURCE)
+        checked(await self._send_command(record), due.kind)
         COMMANDS_SENT.labels(due.kind).inc()
+
+
+def checked(future: asyncio.Future[Any], what: str) -> None:
+    """Count and log a send that Kafka did not acknowledge (without waiting for it here)."""
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is None:
+            return
+        SEND_FAILURES.labels(what).inc()
+        log.warning("scheduler send failed", extra={"what": what, "error": repr(fut.exception())[:300]})
+
+    future.add_done_callback(done)

@@ -12,7 +12,8 @@ from streams.events import Policy
 Status = Literal["scheduled", "running", "ended", "cancelled"]
 ChangeKind = Literal["registered", "started", "extended", "completed", "cancelled"]
 LIVE: frozenset[str] = frozenset({"scheduled", "running"})
-RECENT_IDS = 32  # event ids remembered for idempotency, newest last
+RECENT_KEYS = 16  # upstream event keys remembered against duplicates, newest last
+NOT_APPLIED: tuple[int, ...] = (-1, -1, -1, -1)  # no input of any topic applied yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,13 @@ class TimerState:
     extension_count: int
     extension_total_ms: int
     traceparent: str  # of the input that made the latest change
-    registered_event_id: str
     last_event_id: str  # the input that produced this version
-    recent_event_ids: tuple[str, ...]
-    updated_at_ms: int  # event time of the latest change (from the event, not a clock)
+    # Hashes of (source, type, id) of the upstream events that changed this timer, for duplicates.
+    recent_keys: tuple[int, ...]
+    # Per input topic (INPUT_TOPICS order), the offset of the last record that changed this timer:
+    # a record at or below it was applied already (it is being delivered again after a crash).
+    applied: tuple[int, ...]
+    updated_at_ms: int  # log time of the latest change
     last_change: ChangeKind
     ended_at_ms: int | None = None
 
@@ -72,5 +76,6 @@ def encode_state(state: TimerState) -> bytes:
 def decode_state(raw: bytes) -> TimerState:
     doc = orjson.loads(raw)
     doc["policy"] = Policy(**doc["policy"])
-    doc["recent_event_ids"] = tuple(doc["recent_event_ids"])
+    doc["recent_keys"] = tuple(doc["recent_keys"])
+    doc["applied"] = tuple(doc["applied"])
     return TimerState(**doc)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
@@ -95,6 +96,33 @@ class TopicPlan:
     partitions: int
     replication: int
     app_id: str
+    input_retention_ms: int = -1  # -1: keep forever
+
+
+async def input_topic_problems(admin: AIOKafkaAdminClient, plan: TopicPlan) -> list[str]:
+    """What is wrong with the existing input topics' configs (empty when nothing is): every input
+    topic must be stamped by the broker (LogAppendTime: the worker folds by the broker's clock)
+    and keep records at least as long as the worker was told to keep them (replay needs them)."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics.INPUT_TOPICS]
+    problems = []
+    for response in await admin.describe_configs(resources):
+        for resource in response.resources:
+            name, entries = resource[3], {entry[0]: entry[1] for entry in resource[4]}
+            stamp = entries.get("message.timestamp.type")
+            if stamp != "LogAppendTime":
+                problems.append(
+                    f"topic {name} has message.timestamp.type={stamp}; the worker folds inputs by the broker's append"
+                    f" time, so set it to LogAppendTime (kafka-configs --alter --entity-type topics --entity-name"
+                    f" {name} --add-config message.timestamp.type=LogAppendTime)"
+                )
+            retention = int(entries.get("retention.ms") or -1)
+            wanted = plan.input_retention_ms
+            if retention != -1 and (wanted == -1 or retention < wanted):
+                problems.append(
+                    f"topic {name} keeps records {retention} ms but AUCTION_TIMER_INPUT_RETENTION_MS={wanted}"
+                    " (-1: forever); replay and verification need them: raise the topic's retention.ms"
+                )
+    return problems
 
 
 async def ensure_topics(plan: TopicPlan) -> int:
@@ -113,7 +141,12 @@ async def ensure_topics(plan: TopicPlan) -> int:
         # The table's changelog too, rather than leaving it to Faust: it then exists, compacted,
         # replicated like the rest and known to every broker before the worker's first rebalance.
         changelog = topics.changelog_topic(plan.app_id)
-        configs = {**topics.TOPIC_CONFIGS, changelog: topics.CHANGELOG_CONFIG}
+        inputs = {"message.timestamp.type": "LogAppendTime", "retention.ms": str(plan.input_retention_ms)}
+        configs = {
+            **dict.fromkeys(topics.INPUT_TOPICS, inputs),
+            **topics.TOPIC_CONFIGS,
+            changelog: topics.CHANGELOG_CONFIG,
+        }
         names = [*topics.ALL_TOPICS, changelog]
         missing = [
             NewTopic(
@@ -141,6 +174,8 @@ async def ensure_topics(plan: TopicPlan) -> int:
                     f"topic {topic['topic']} has {count} partitions but AUCTION_TIMER_TOPIC_PARTITIONS="
                     f"{plan.partitions}; every input topic and the table's changelog must have the same count"
                 )
+        if problems := await input_topic_problems(admin, plan):
+            raise SettingsError("; ".join(problems))
         return replication
     finally:
         await admin.close()

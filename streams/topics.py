@@ -13,7 +13,8 @@ ANALYTICS = "analytics.events"
 DLQ = "auctions.timer.dlq"
 
 UPSTREAM_TOPICS = (AUCTION_STARTED, BID_PLACED, AUCTION_CANCELLED)
-# What the worker folds, in the order replay reads them.
+# What the worker folds. The order breaks ties between records the log stamped with the same
+# millisecond: a registration before a bid before a cancellation before a scheduler command.
 INPUT_TOPICS = (*UPSTREAM_TOPICS, COMMANDS)
 OUTPUT_TOPICS = (TICKS, TIMER_EVENTS, AUDIT, ANALYTICS, DLQ)
 ALL_TOPICS = (*INPUT_TOPICS, *OUTPUT_TOPICS)

@@ -6,6 +6,7 @@ that every log line written on its behalf carries it without being passed by han
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from contextvars import ContextVar
@@ -22,7 +23,7 @@ def new_traceparent() -> str:
 def valid_traceparent(value: object) -> bool:
     if not isinstance(value, str):
         return False
-    match = _TRACEPARENT.match(value)
+    match = _TRACEPARENT.fullmatch(value)
     if match is None:
         return False
     return match.group(1) != "0" * 32 and match.group(2) != "0" * 16
@@ -33,6 +34,15 @@ def trace_id_of(traceparent: str) -> str:
     return traceparent[3:35]
 
 
-def child_traceparent(traceparent: str) -> str:
-    """Same trace, a new span id: what an output caused by this input carries."""
-    return f"00-{trace_id_of(traceparent)}-{secrets.token_hex(8)}-01"
+def child_traceparent(traceparent: str, output_id: str) -> str:
+    """Same trace, a span id of its own for the output named `output_id`. Derived, not random:
+    an output published again after a crash must carry exactly the same content."""
+    span = hashlib.blake2b(f"{traceparent}/{output_id}".encode(), digest_size=8).hexdigest()
+    return f"00-{trace_id_of(traceparent)}-{span}-01"
+
+
+def derived_traceparent(seed: str) -> str:
+    """A trace for an input that brought none, derived from where the log holds it (`seed`), so
+    that folding the same record again starts the same trace."""
+    digest = hashlib.blake2b(seed.encode(), digest_size=24).hexdigest()
+    return f"00-{digest[:32]}-{digest[32:]}-01"

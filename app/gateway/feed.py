@@ -33,6 +33,7 @@ from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import FEED_SKIPPED, FEED_UP
 from streams import topics
+from streams.state import LIVE
 
 log = logging.getLogger("auction_timer.gateway.feed")
 PROBE_INTERVAL_S = 1.0
@@ -40,11 +41,19 @@ STOP_TIMEOUT_S = 5.0
 STATE_FIELDS_DROPPED = ("cause",)
 
 
-def message_for(topic: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A WebSocket message from a tick or a timer event. `seq` is the channel's, set by the hub."""
-    kind = "tick" if topic == topics.TICKS else str(data.get("kind"))
+def message_for(topic: str, data: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """A WebSocket message from a tick or a timer event. `seq` is the channel's, set by the hub.
+    A timer event is dated by the log (when the change happened, possibly seconds ago after a
+    worker restart); clients read server_time_ms as the server's clock now, so the gateway
+    stamps the message with its own clock and keeps the change's time as changed_at_ms."""
     out = {k: v for k, v in data.items() if k not in STATE_FIELDS_DROPPED and k != "seq"}
-    out["type"] = kind
+    if topic == topics.TICKS:
+        out["type"] = "tick"
+        return out
+    out["type"] = str(data.get("kind"))
+    out["changed_at_ms"] = data["server_time_ms"]
+    out["server_time_ms"] = now_ms
+    out["remaining_ms"] = max(0, int(data["ends_at_ms"]) - now_ms) if data["status"] in LIVE else 0
     return out
 
 
@@ -73,7 +82,7 @@ class Feed:
             data = self.accepted(topic, value)
             # An older version (ticks and events interleave) is not news.
             news = self.memory.update(data)
-            delivered = self.hub.publish(data["auction_id"], message_for(topic, data)) if news else 0
+            delivered = self.hub.publish(data["auction_id"], message_for(topic, data, self.clock())) if news else 0
         except Violation as bad:
             self._skipped(topic, partition, offset, bad)
             return 0

@@ -78,7 +78,7 @@ async def test_watched_auctions_get_a_tick_every_interval_without_kafka_ticks(st
         many = Recorder(await session.ws_connect(f"{ws_base}/updates")).start()
         await many.ws.send_json({"type": "subscribe", "auctions": ["quiet-seeded", "quiet-fed"]})
         await eventually(lambda: asyncio.sleep(0, result=len(many.of_type("snapshot")) == 2), 10, "two snapshots")
-        record = outputs.timer_event(fed, now_ms())
+        record = outputs.timer_event(fed)
         await producer.send_and_wait(record.topic, record.value, key=record.key)
         await eventually(ticks_of(single, "quiet-seeded", 4), 20, "four ticks of the seeded auction")
         await eventually(ticks_of(many, "quiet-seeded", 4), 20, "four ticks of it on the multiplexed socket")
@@ -93,7 +93,7 @@ async def test_watched_auctions_get_a_tick_every_interval_without_kafka_ticks(st
         await eventually(lambda: asyncio.sleep(0, result=time.monotonic() >= tick_at + 0.6), 5, "0.6 s more")
         extension = change(seeded.state, bid("quiet-seeded", now_ms()))
         assert extension.kind == "extended"
-        record = outputs.timer_event(extension, now_ms())
+        record = outputs.timer_event(extension)
         await producer.send_and_wait(record.topic, record.value, key=record.key)
         await eventually(ticks_of(single, "quiet-seeded", len(single.of_type("tick")) + 1), 10, "a tick after it")
         await single.stop()

@@ -27,43 +27,51 @@ def of(auction_id: str, kind: str | None = None):
 
 
 async def test_lifecycle_ticks_extension_and_completion(stack: Stack) -> None:
+    """Registration, ticks, a soft-close extension and one completion, checked by exact values from
+    the records. Times are derived from the worker's readiness with room to spare: the bid is in the
+    window whenever it arrives before the (20 s away) end, and the outcome is read from its log time."""
     stack.start_worker()
+    policy = ev.Policy(soft_close_window_ms=60_000, extension_ms=25_000, max_extension_ms=60_000)
     async with kafka_io(stack.kafka.bootstrap, *WATCH) as (producer, watch):
-        start = now_ms()
-        await produce(producer, record(ev.AuctionStarted("life-1", start, start + 6_000, POLICY, "maker-1")))
-        [registered] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "registered"), timeout=60)
+        await produce(producer, record(ev.AuctionStarted("warm-1", now_ms(), now_ms() + 600_000, POLICY, "m")))
+        await watch.wait_for(topics.TIMER_EVENTS, of("warm-1", "registered"), timeout=60)
+        start = now_ms()  # the worker is ready: it just folded a registration
+        end = start + 20_000
+        await produce(producer, record(ev.AuctionStarted("life-1", start, end, policy, "maker-1")))
+        [registered] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "registered"), timeout=30)
         assert registered["id"] == "life-1:v1"
-        assert registered["data"]["ends_at_ms"] == start + 6_000
-        [started] = await watch.wait_for(topics.ANALYTICS, lambda d: d["event"] == "auction_timer_started", timeout=10)
+        assert registered["data"]["ends_at_ms"] == end
+
+        def life_started(doc: dict) -> bool:
+            return doc["event"] == "auction_timer_started" and doc["properties"]["auction_id"] == "life-1"
+
+        [started] = await watch.wait_for(topics.ANALYTICS, life_started, 10)
         assert started["properties"]["trace_id"] == registered["data"]["trace_id"]
 
-        # Ticks at the configured interval (1 s here), each with the whole state and the server clock.
-        ticks = await watch.wait_for(topics.TICKS, of("life-1"), timeout=10, count=4)
-        # (The first tick went out with the registration; the periodic ones follow it.)
-        gaps = [b["data"]["server_time_ms"] - a["data"]["server_time_ms"] for a, b in itertools.pairwise(ticks[1:])]
-        assert all(900 <= gap <= 1_500 for gap in gaps), gaps
-        assert ticks[-1]["data"]["remaining_ms"] == start + 6_000 - ticks[-1]["data"]["server_time_ms"]
+        # Ticks carry the whole state and the server clock; periodic ones never come early (interval 1 s)
+        # and never more than 15 s apart (the product's promise).
+        ticks = await watch.wait_for(topics.TICKS, of("life-1"), timeout=30, count=4)
+        stamps = [t["data"]["server_time_ms"] for t in ticks]
+        assert all(900 <= b - a <= 15_000 for a, b in itertools.pairwise(stamps[1:])), stamps
+        assert [t["data"]["seq"] for t in ticks] == sorted({t["data"]["seq"] for t in ticks})
+        for tick in ticks:
+            assert tick["data"]["remaining_ms"] == end - tick["data"]["server_time_ms"]
 
-        # A bid inside the 2 s soft-close window pushes the end to bid + 3 s.
-        placed = start + 5_000
-        [_] = await watch.wait_for(
-            topics.TICKS, lambda d: of("life-1")(d) and d["data"]["server_time_ms"] >= placed, 10
-        )
-        await produce(producer, record(ev.BidPlaced("life-1", "bid-1", "bidder-1", "99.00", placed)))
-        [extended] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "extended"), timeout=10)
-        assert extended["data"]["ends_at_ms"] == placed + 3_000
-        assert extended["data"]["previous_ends_at_ms"] == start + 6_000
-        # A tick goes out at once with the change (not at the next interval).
-        tick_v2 = await watch.wait_for(topics.TICKS, lambda d: of("life-1")(d) and d["data"]["version"] == 2, 10)
-        assert tick_v2[0]["data"]["server_time_ms"] - extended["data"]["server_time_ms"] < 500
+        bid = record(ev.BidPlaced("life-1", "bid-1", "bidder-1", "99.00", now_ms()))
+        meta = await producer.send_and_wait(bid.topic, bid.value, key=bid.key)
+        placed = orjson.loads(bid.value)["data"]["placed_at_ms"]
+        assert meta.timestamp < end, "the bid reached the log after a 20 s deadline: the machine stalled"
+        [extended] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "extended"), timeout=30)
+        assert extended["data"]["ends_at_ms"] == placed + 25_000
+        assert extended["data"]["previous_ends_at_ms"] == end
+        assert extended["data"]["server_time_ms"] == meta.timestamp  # the change is dated by the log
+        # A tick goes out with the change itself (version 2), not only at the next interval.
+        await watch.wait_for(topics.TICKS, lambda d: of("life-1")(d) and d["data"]["version"] == 2, 10)
 
-        [completed] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "completed"), timeout=15)
+        [completed] = await watch.wait_for(topics.TIMER_EVENTS, of("life-1", "completed"), timeout=90)
         assert completed["id"] == "life-1:completed"
-        lateness = completed["data"]["ended_at_ms"] - (placed + 3_000)
-        assert 0 <= lateness <= 1_000, lateness
         assert completed["data"]["status"] == "ended"
-        print(f"completion lateness after extension: {lateness} ms")
-        # No completion for the original end: exactly one ending.
+        assert completed["data"]["ended_at_ms"] >= placed + 25_000  # never before the extended end
         assert len(watch.docs(topics.TIMER_EVENTS, of("life-1", "completed"))) == 1
 
         # Everything published matches docs/asyncapi.yaml.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 
 from streams import events as ev
-from streams import outputs
+from streams import outputs, topics
 from streams.tracing import new_traceparent
 
 POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=2_000, max_extension_ms=10_000)
@@ -20,14 +21,29 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def envelope(payload: ev.Payload, time_ms: int | None = None, event_id: str | None = None) -> ev.Envelope:
+_offsets = itertools.count()
+
+
+def envelope(
+    payload: ev.Payload,
+    time_ms: int | None = None,
+    event_id: str | None = None,
+    log_ms: int | None = None,
+    offset: int | None = None,
+) -> ev.Envelope:
+    """An input as the fold sees it. The log took it at `log_ms` (default: its `time_ms`, else T0),
+    at a fresh offset of its topic unless `offset` says otherwise."""
+    time_ms = time_ms if time_ms is not None else T0
     return ev.Envelope(
         id=event_id or uuid.uuid4().hex,
         type=ev.TYPE_OF[type(payload)],
         source="tests",
-        time_ms=time_ms if time_ms is not None else T0,
+        time_ms=time_ms,
         traceparent=new_traceparent(),
         data=payload,
+        log_ms=log_ms if log_ms is not None else time_ms,
+        topic_index=topics.INPUT_TOPICS.index(outputs.TOPIC_OF[type(payload)]),
+        offset=offset if offset is not None else next(_offsets),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from streams import events as ev
 from streams.decode import decode
+from streams.message import Message
 from tests.support.contracts import check_asyncapi
 from tests.support.events import POLICY, T0, record
 
@@ -26,4 +27,4 @@ def test_encoded_inputs_match_the_contract_and_decode_back(message: str, payload
     rec = record(payload, event_id="evt-1", time_ms=T0)
     check_asyncapi(message, orjson.loads(rec.value))
     assert rec.key == b"a-1"
-    assert decode(rec.topic, rec.value, 65_536).data == payload
+    assert decode(Message(rec.topic, 0, 0, T0 + 60_001, rec.key, rec.value), 65_536).data == payload

@@ -11,7 +11,15 @@ from streams import events as ev
 from streams import topics
 from streams.decode import decode
 from streams.errors import InvalidEvent
+from streams.message import Message
 from tests.support.events import raw_event
+
+LOG_MS = 1_800_000_050_000  # when the log took the test's records (the bid was placed then)
+
+
+def inbound(topic: str, raw: bytes | None, log_ms: int = LOG_MS) -> Message:
+    return Message(topic, 0, 7, log_ms, b"auction-1", raw)
+
 
 GOOD_START: dict[str, Any] = {
     "auction_id": "auction-1",
@@ -44,16 +52,17 @@ def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 def test_valid_auction_started_decodes_to_dataclasses() -> None:
-    env = decode(topics.AUCTION_STARTED, raw_event(ev.AUCTION_STARTED, GOOD_START), 65536)
+    env = decode(inbound(topics.AUCTION_STARTED, raw_event(ev.AUCTION_STARTED, GOOD_START)), 65536)
     assert isinstance(env.data, ev.AuctionStarted)
     assert env.data.policy == ev.Policy(10_000, 30_000, 3_600_000)
     assert env.time_ms == 1_795_996_800_000
-    assert env.traceparent.startswith("00-")  # minted: upstream sent none
+    assert env.traceparent.startswith("00-")  # derived: upstream sent none
+    assert (env.log_ms, env.topic_index, env.offset) == (LOG_MS, 0, 7)
 
 
 def test_upstream_traceparent_is_kept() -> None:
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    env = decode(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, traceparent=tp), 65536)
+    env = decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, traceparent=tp)), 65536)
     assert env.traceparent == tp
 
 
@@ -141,7 +150,7 @@ def test_invalid_events_name_reason_and_field(
     topic: str, kind: str, data: dict[str, Any], reason: str, field: str
 ) -> None:
     with pytest.raises(InvalidEvent) as caught:
-        decode(topic, raw_event(kind, data), 65536)
+        decode(inbound(topic, raw_event(kind, data)), 65536)
     assert (caught.value.reason, caught.value.field) == (reason, field)
     assert field in str(caught.value)
 
@@ -157,24 +166,63 @@ def test_invalid_events_name_reason_and_field(
 )
 def test_malformed_messages(raw: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidEvent) as caught:
-        decode(topics.BID_PLACED, raw, 65536)
+        decode(inbound(topics.BID_PLACED, raw), 65536)
     assert caught.value.reason == reason
 
 
 def test_bad_time_and_content_type() -> None:
     with pytest.raises(InvalidEvent) as caught:
-        decode(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, time="yesterday"), 65536)
+        decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, time="yesterday")), 65536)
     assert (caught.value.reason, caught.value.field) == ("bad_envelope", "time")
     with pytest.raises(InvalidEvent) as caught:
-        decode(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, time="2026-11-30T00:00:00"), 65536)
+        decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, time="2026-11-30T00:00:00")), 65536)
     assert caught.value.field == "time"  # no zone
     with pytest.raises(InvalidEvent) as caught:
-        decode(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, datacontenttype="text/xml"), 65536)
+        decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, datacontenttype="text/xml")), 65536)
     assert caught.value.field == "datacontenttype"
 
 
 def test_oversized_message_is_rejected_before_parsing() -> None:
     raw = raw_event(ev.BID_PLACED, GOOD_BID, padding="x" * 5000)
     with pytest.raises(InvalidEvent) as caught:
-        decode(topics.BID_PLACED, raw, 4096)
+        decode(inbound(topics.BID_PLACED, raw), 4096)
     assert caught.value.reason == "oversized"
+
+
+@pytest.mark.parametrize("bad", ["auction-1\n", "auction-1\r", "\nauction-1", "auction 1", "auction-1/.."])
+def test_ids_match_in_full(bad: str) -> None:
+    """`$` also matches before a final newline; ids must match the whole pattern."""
+    with pytest.raises(InvalidEvent) as caught:
+        decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, with_(GOOD_BID, auction_id=bad))), 65536)
+    assert (caught.value.reason, caught.value.field) == ("bad_auction_id", "data.auction_id")
+    with pytest.raises(InvalidEvent) as caught:
+        decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, with_(GOOD_BID, bid_id="b-1\n"))), 65536)
+    assert (caught.value.reason, caught.value.field) == ("invalid_value", "data.bid_id")
+
+
+def test_upstream_times_are_bounded_by_the_log_time() -> None:
+    """Nothing may come from more than 2 s after the log took it; a bid may not claim to be older than 60 s."""
+    placed = GOOD_BID["placed_at_ms"]
+    ok = decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID), log_ms=placed - 2_000), 65536)
+    assert isinstance(ok.data, ev.BidPlaced) and ok.log_ms == placed - 2_000
+    for log_ms, reason in [(placed - 2_001, "placed_in_future"), (placed + 60_001, "placed_too_long_ago")]:
+        with pytest.raises(InvalidEvent) as caught:
+            decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID), log_ms=log_ms), 65536)
+        assert (caught.value.reason, caught.value.field) == (reason, "data.placed_at_ms")
+    future = raw_event(ev.AUCTION_CANCELLED, {"auction_id": "auction-1", "reason": "r", "actor": "a"},
+                       time="9999-12-31T00:00:00Z")  # fmt: skip
+    with pytest.raises(InvalidEvent) as caught:
+        decode(inbound(topics.AUCTION_CANCELLED, future), 65536)
+    assert (caught.value.reason, caught.value.field) == ("time_in_future", "time")
+    command = {"auction_id": "auction-1", "version": 1, "fired_at_ms": LOG_MS + 2_001}
+    with pytest.raises(InvalidEvent) as caught:
+        decode(inbound(topics.COMMANDS, raw_event(ev.EXPIRE_TIMER, command)), 65536)
+    assert (caught.value.reason, caught.value.field) == ("time_in_future", "data.fired_at_ms")
+
+
+def test_a_missing_traceparent_is_derived_from_the_position_not_random() -> None:
+    raw = raw_event(ev.BID_PLACED, GOOD_BID)
+    first = decode(inbound(topics.BID_PLACED, raw), 65536).traceparent
+    assert decode(inbound(topics.BID_PLACED, raw), 65536).traceparent == first
+    elsewhere = Message(topics.BID_PLACED, 0, 8, LOG_MS, b"auction-1", raw)
+    assert decode(elsewhere, 65536).traceparent != first

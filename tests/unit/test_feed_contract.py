@@ -31,7 +31,7 @@ def worker_records() -> list[tuple[str, dict[str, Any]]]:
     assert state is not None
     changes += [e for e in effects if isinstance(e, TimerChanged)]
     out = [(topics.TICKS, orjson.loads(outputs.tick(state, 7, T0 + 9_001).value))]
-    out += [(topics.TIMER_EVENTS, orjson.loads(outputs.timer_event(c, T0 + 9_001).value)) for c in changes]
+    out += [(topics.TIMER_EVENTS, orjson.loads(outputs.timer_event(c).value)) for c in changes]
     assert {doc["data"]["kind"] for _, doc in out[1:]} >= {"registered", "extended"}
     return out
 

@@ -87,3 +87,23 @@ def test_missed_deadlines_are_due_at_once_after_rebuild() -> None:
     sched.track(timer("a", T0 + 1_000), T0 + 50_000)  # rebuilt long after the end
     assert sched.next_due_ms() == T0 + 1_000
     assert [d.kind for d in sched.pop_due(T0 + 50_000)] == ["expire"]
+
+
+def test_periodic_ticks_through_kafka_only_near_the_end() -> None:
+    """Far from its end an auction ticks through Kafka once it comes within the horizon (the
+    gateway ticks its viewers meanwhile); changes tick at once whatever the distance."""
+    sched = Schedule(tick_interval_ms=1_000, tick_horizon_ms=10_000)
+    state = timer("far", T0 + 60_000)
+    sched.track(state, T0)
+    assert sched.next_due_ms() == T0 + 50_000
+    assert [d for t in range(T0, T0 + 49_999, 500) for d in sched.pop_due(t) if d.kind == "tick"] == []
+    assert [d.due_ms for d in sched.pop_due(T0 + 50_000)] == [T0 + 50_000]
+    assert sched.next_due_ms() == T0 + 51_000  # inside the horizon: every interval
+    assert sched.tick_now(replace(state, version=2, ends_at_ms=T0 + 600_000), T0 + 51_500) == 2
+
+
+def test_expiry_waits_for_the_allowed_lateness() -> None:
+    sched = Schedule(tick_interval_ms=60_000, lateness_ms=250)
+    sched.track(timer("a", T0 + 1_000), T0)
+    assert [d.kind for d in sched.pop_due(T0 + 1_249)] == []
+    assert [d.kind for d in sched.pop_due(T0 + 1_250)] == ["expire"]

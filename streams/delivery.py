@@ -1,0 +1,136 @@
+"""Sending records to Kafka and knowing they arrived: acks=all, idempotence, every result checked.
+
+`deliver` returns only once Kafka has acknowledged every record, retrying failures with
+backoff; it never gives up on its own (what it carries is owed), so the input that caused
+the records stays unacknowledged meanwhile and is never committed past. Failures are
+counted and logged, transient ones (a leader moving, too few in-sync replicas, a broker away)
+apart from permanent ones (a record too large, no permission) that need an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    UnsupportedVersionError,
+)
+from aiokafka.structs import RecordMetadata
+
+from streams.metrics import DELIVERY_FAILURES
+from streams.outputs import Record
+
+log = logging.getLogger("auction_timer.delivery")
+PERMANENT = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    InvalidTopicError,
+    UnsupportedVersionError,
+)
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 15.0
+
+
+class Delivery:
+    """One idempotent producer, started lazily in the running loop and replaced after a failure
+    (a failed idempotent batch can leave its sequence numbers unusable)."""
+
+    def __init__(self, bootstrap: str, linger_ms: int = 5, **client_options: Any) -> None:
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "max_batch_size": 256 * 1024,
+            "request_timeout_ms": 30_000,
+            **client_options,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            async with self._starting:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(**self._options)
+                    await producer.start()
+                    self._producer = producer
+        return self._producer
+
+    async def send(self, record: Record, partition: int | None = None) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; the future resolves when Kafka acknowledged it (or fails)."""
+        return await self._send(await self.producer(), record, partition)
+
+    @staticmethod
+    async def _send(
+        producer: AIOKafkaProducer, record: Record, partition: int | None
+    ) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = await producer.send(
+            record.topic, record.value, key=record.key, partition=partition
+        )
+        return future
+
+    async def deliver(self, records: Sequence[tuple[Record, int | None]]) -> list[RecordMetadata]:
+        """Send (record, partition) pairs and wait until Kafka has every one, however long that takes."""
+        results: list[RecordMetadata | None] = [None] * len(records)
+        todo = list(range(len(records)))
+        delay = RETRY_FIRST_S
+        while todo:
+            producer = await self.producer()
+            failed: list[int] = []
+            futures: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
+            try:
+                for index in todo:
+                    record, partition = records[index]
+                    futures.append((index, await self._send(producer, record, partition)))
+            except KafkaError as exc:
+                self._failed(exc, records[todo[len(futures)]][0])
+                failed = todo[len(futures) :]
+            for index, future in futures:
+                try:
+                    results[index] = await future
+                except KafkaError as exc:
+                    self._failed(exc, records[index][0])
+                    failed.append(index)
+            if failed:
+                await self._reset(producer)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            todo = sorted(failed)
+        return [r for r in results if r is not None]
+
+    def _failed(self, exc: KafkaError, record: Record) -> None:
+        kind = "permanent" if isinstance(exc, PERMANENT) else "transient"
+        DELIVERY_FAILURES.labels(record.topic, kind).inc()
+        log_at = log.error if kind == "permanent" else log.warning
+        log_at(
+            "a record was not delivered; holding its input and retrying",
+            extra={"topic": record.topic, "error": repr(exc)[:300], "kind": kind},
+        )
+
+    async def _reset(self, failed: AIOKafkaProducer) -> None:
+        """Replace the producer that failed (unless another delivery already did)."""
+        current = self._producer
+        if current is None or current is not failed:
+            return
+        self._producer = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await failed.stop()
+
+    async def close(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            await self._reset(producer)
