@@ -38,12 +38,21 @@ from streams.outputs import Record
 from streams.processor import TimerProcessor
 from streams.producer import LazyProducer
 from streams.scheduler import Scheduler
-from streams.state import decode_state
+from streams.state import decode_state, stored_live
 from streams.states import StateCache
 
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
+# Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
+# worker holding a million states within its memory budget; the OS page cache does the rest.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+    "max_open_files": 256,
+}
 READY = Gauge("auctions_timer_worker_ready", "1 when this worker has rebuilt its schedule after the latest rebalance")
 
 
@@ -59,12 +68,12 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     app = TimerApp(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
-        store="memory://",
+        store=f"{settings.table_store}://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=partitions,
         topic_replication_factor=replication,
         topic_allow_declare=True,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
@@ -78,7 +87,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     # Keys and values stay raw bytes: the changelog holds the auction_id and the state's JSON,
     # readable by replay and by operators without Faust. (A bytes key_type is what makes a
     # Faust table use the raw codec; a Schema shared with a table gets rewritten to json.)
-    table = app.Table("timers", default=None, key_type=bytes, value_type=bytes, partitions=partitions)
+    table = app.Table(
+        "timers", default=None, key_type=bytes, value_type=bytes, partitions=partitions, options=ROCKSDB_OPTIONS
+    )
     raw: faust.Schema[bytes, bytes] = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -141,7 +152,8 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
-        live = [decode_state(v) for k, v in table.items() if v and processor.home(k) in owned]
+        # Live timers only, picked by their first bytes: a million ended ones cost a scan, not a decode.
+        live = [decode_state(v) for k, v in table.items() if v and stored_live(v) and processor.home(k) in owned]
         scheduler.rebuild(owned, live)
         reconciler.rebuild(live)
         if not frozen:
