@@ -20,7 +20,6 @@ from projections.verify import field_diff, redis_differences
 from streams.changelog import read_table
 from streams.clock import wall_ms
 from streams.errors import ReplayError
-from streams.fold import Rules
 from streams.replay import Progress, Replayed, Window, read_inputs, reprocess
 from streams.state import TimerState
 
@@ -46,7 +45,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.st
     records, partitions = await read_inputs(
         settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress()
     )
-    replayed = reprocess(records, partitions, settings.max_event_bytes, Rules(settings.allowed_lateness_ms))
+    replayed = reprocess(records, partitions, settings.max_event_bytes, settings.fold_rules())
     print(
         f"replayed {len(records)} events into {len(replayed.states)} auctions, {len(replayed.timeline)} transitions"
         + (f"; rejected {dict(replayed.rejected)}" if replayed.rejected else ""),

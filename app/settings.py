@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streams.errors import SettingsError
+from streams.fold import Rules
 from streams.topic_admin import TopicPlan
 
 PREFIX = "AUCTION_TIMER_"
@@ -340,6 +341,10 @@ class Settings:
                 f"{PREFIX}INPUT_RETENTION_MS={self.input_retention_ms} is shorter than the longest auction (366 days)"
                 f" plus {PREFIX}ENDED_RETENTION: at least {wanted}, or -1 (forever)"
             )
+
+    def fold_rules(self) -> Rules:
+        """What the fold needs from the settings; the worker and replay must use the same."""
+        return Rules(self.allowed_lateness_ms, self.ended_retention_ms)
 
     def topic_plan(self) -> TopicPlan:
         return TopicPlan(

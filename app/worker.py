@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -26,17 +27,17 @@ from projections.reconciler import Reconciler
 from projections.store import ProjectionStore
 from streams import topics
 from streams.clock import wall_ms
-from streams.delivery import Delivery
+from streams.delivery import Delivery, Outgoing
 from streams.effects import TimerChanged
 from streams.engine import Engine
 from streams.faust_batches import BatchMessage, acknowledge, batch_transport
 from streams.faust_store import FaustStore
-from streams.fold import Rules
 from streams.log_probe import KafkaLogProbe
 from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
 from streams.outputs import Record
 from streams.processor import TimerProcessor
 from streams.producer import LazyProducer
+from streams.retention import Sweeper
 from streams.scheduler import Scheduler
 from streams.state import decode_state, stored_live
 from streams.states import StateCache
@@ -111,14 +112,15 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
 
     async def publish(record: Record) -> object:
-        return await delivery.deliver([(record, None)])
+        return await delivery.deliver([Outgoing.of(record)])
 
     reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms)
+    stored = FaustStore(table, changelog)
     processor = TimerProcessor(
-        states=StateCache(FaustStore(table, changelog), lambda key: processor.home(key)),
+        states=StateCache(stored, lambda key: processor.home(key)),
         partitions=partitions,
         max_event_bytes=settings.max_event_bytes,
-        rules=Rules(settings.allowed_lateness_ms),
+        rules=settings.fold_rules(),
     )
     states = processor.states
     assert isinstance(states, StateCache)
@@ -147,13 +149,16 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}
 
+    def owned_items() -> Iterator[tuple[bytes, bytes]]:
+        return stored.items(owned_partitions(), states.partition_of)
+
     frozen: list[bool] = []
 
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
         # Live timers only, picked by their first bytes: a million ended ones cost a scan, not a decode.
-        live = [decode_state(v) for k, v in table.items() if v and stored_live(v) and processor.home(k) in owned]
+        live = [decode_state(v) for _, v in owned_items() if stored_live(v)]
         scheduler.rebuild(owned, live)
         reconciler.rebuild(live)
         if not frozen:
@@ -186,6 +191,17 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         finally:
             await ticks.close()
             await delivery.close()
+
+    sweeper = Sweeper(
+        lambda: stored.items(owned_partitions(), states.partition_of),
+        send_command,
+        settings.ended_retention_ms,
+        wall_ms,
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_retention() -> None:
+        await sweeper.run()
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_reconciler() -> None:

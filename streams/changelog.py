@@ -7,12 +7,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
 from streams.log_range import read_range
-from streams.state import TimerState, decode_state
+from streams.state import EXPIRED_PREFIX, TimerState, decode_state
 from streams.topic_admin import partition_counts
 
 
 async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> dict[str, TimerState]:
-    """The table as its changelog holds it now: the last value per key, tombstones removed."""
+    """The timers as the table's changelog holds them now: the last value per key, tombstones
+    removed, and the markers of auctions removed after their retention left out."""
     name = topics.changelog_topic(app_id)
     count = (await partition_counts(bootstrap, [name])).get(name, 0)
     if not count:
@@ -27,6 +28,8 @@ async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> d
         table: dict[str, TimerState] = {}
         async for _, records in read_range(consumer, starts, ends, timeout_ms):
             for r in records:
+                if (r.key or b"").startswith(EXPIRED_PREFIX):
+                    continue
                 key = (r.key or b"").decode()
                 if r.value:
                     table[key] = decode_state(r.value)

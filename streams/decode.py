@@ -41,7 +41,7 @@ EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     topics.AUCTION_STARTED: (ev.AUCTION_STARTED,),
     topics.BID_PLACED: (ev.BID_PLACED,),
     topics.AUCTION_CANCELLED: (ev.AUCTION_CANCELLED,),
-    topics.COMMANDS: (ev.EXPIRE_TIMER, ev.START_TIMER, ev.RECONCILE),
+    topics.COMMANDS: (ev.EXPIRE_TIMER, ev.START_TIMER, ev.RECONCILE, ev.FORGET_TIMER),
 }
 
 T = TypeVar("T")
@@ -164,6 +164,14 @@ def _start(data: Mapping[str, Any], log_ms: int) -> ev.StartTimer:
     )
 
 
+def _forget(data: Mapping[str, Any], log_ms: int) -> ev.ForgetTimer:
+    return ev.ForgetTimer(
+        auction_id=_text(data, "auction_id", AUCTION_ID),
+        version=_bounded_int(data, "version", 1, 2**53, "data.", "invalid_value"),
+        fired_at_ms=_fired_at(data, log_ms),
+    )
+
+
 def _reconcile(data: Mapping[str, Any], log_ms: int) -> ev.Reconcile:
     return ev.Reconcile(
         auction_id=_text(data, "auction_id", AUCTION_ID), requested_by=_free_text(data, "requested_by", 128)
@@ -176,6 +184,7 @@ PAYLOADS: dict[str, Callable[[Mapping[str, Any], int], ev.Payload]] = {
     ev.AUCTION_CANCELLED: _auction_cancelled,
     ev.EXPIRE_TIMER: _expire,
     ev.START_TIMER: _start,
+    ev.FORGET_TIMER: _forget,
     ev.RECONCILE: _reconcile,
 }
 

@@ -34,13 +34,13 @@ from aiokafka.errors import KafkaError
 from streams import effects as fx
 from streams import outputs, topics
 from streams.clock import Clock, wall_ms
-from streams.delivery import Delivery
+from streams.delivery import Delivery, Outgoing
 from streams.message import LOG_APPEND_TIME, Message
 from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_GROUPS, HELD_INPUTS
 from streams.order import Merger
 from streams.processor import TimerProcessor
-from streams.state import TimerState, encode_state
-from streams.states import StateCache
+from streams.state import TimerState
+from streams.states import StateCache, Stored, encode_stored
 
 log = logging.getLogger("auction_timer.engine")
 RANK = {name: rank for rank, name in enumerate(topics.INPUT_TOPICS)}
@@ -81,7 +81,7 @@ class Batch:
 @dataclass(eq=False)
 class Round:
     records: list[outputs.Record]
-    states: dict[bytes, TimerState]
+    states: dict[bytes, Stored]
     batches: dict[Batch, int]
     completions: list[TimerState]
     outputs_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -244,7 +244,7 @@ class Engine:
     # -- outputs, changelog, acknowledgements -------------------------------------------------
 
     async def _send_outputs(self, group: Group, work: Round) -> None:
-        await self._deliver(group, [(r, None) for r in work.records])
+        await self._deliver(group, [Outgoing.of(r) for r in work.records])
         work.outputs_done.set()
         group.wake_writer.set()
 
@@ -258,11 +258,12 @@ class Engine:
                 done.append(group.rounds.popleft())
             if not done:
                 continue
-            newest: dict[bytes, TimerState] = {}
+            newest: dict[bytes, Stored] = {}
             for work in done:
                 newest.update(work.states)
-            entries = [(outputs.Record(self.changelog_topic, key, encode_state(s)), group.partition)
-                       for key, s in newest.items()]  # fmt: skip
+            entries = [
+                Outgoing(self.changelog_topic, key, encode_stored(s), group.partition) for key, s in newest.items()
+            ]
             group.writing = asyncio.ensure_future(self._deliver(group, entries))
             written = await group.writing
             group.writing = None
@@ -279,7 +280,7 @@ class Engine:
                     if batch.remaining == 0:
                         batch.ack()
 
-    async def _deliver(self, group: Group, records: Sequence[tuple[outputs.Record, int | None]]) -> list[Any]:
+    async def _deliver(self, group: Group, records: Sequence[Outgoing]) -> list[Any]:
         if not records:
             return []
         first = asyncio.ensure_future(self.delivery.deliver(records))

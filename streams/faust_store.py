@@ -9,6 +9,7 @@ Faust 0.15's storage internals, pinned by constraints.txt.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from faust.types import TP
@@ -40,6 +41,18 @@ class FaustStore:
         else:
             self.store.data[key] = value
             self.store._key_partition[key] = partition
+
+    def items(self, partitions: set[int], partition_of: Callable[[bytes], int]) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (key, value) of `partitions`: a RocksDB store reads just their databases."""
+        if self.rocksdb:
+            for partition in sorted(partitions):
+                for key, value in self.store._db_for_partition(partition).items():
+                    if key != self.store.offset_key and value is not None:
+                        yield key, value
+            return
+        for key, value in list(self.store.data.items()):
+            if value is not None and partition_of(key) in partitions:
+                yield key, value
 
     def persisted(self, partition: int, changelog_offset: int) -> None:
         self.store.set_persisted_offset(TP(self.changelog_topic, partition), changelog_offset)

@@ -22,6 +22,9 @@ live worker and an offline replay reach the same decisions from the same log. Ru
 - StartTimer, or the first input the log took at or after starts_at, moves `scheduled` to
   `running` (a `started` change).
 - Cancel ends a live timer with status cancelled.
+- ForgetTimer removes an ended or cancelled auction once the log passed its end plus the
+  retention of ended auctions; what stays is a small marker (`Expired`) so that a late bid is
+  rejected as `expired_auction`, and after one more retention the marker goes too.
 - Version is +1 on every change and unchanged otherwise.
 
 An input delivered again after a crash (its offset is at or below the last offset of its
@@ -36,8 +39,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from streams import events as ev
-from streams.effects import Audited, Effect, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.state import NOT_APPLIED, RECENT_KEYS, ChangeKind, Status, TimerState
+from streams.effects import Audited, Effect, Forgotten, ReconcileRequested, Rejected, TimerChanged, Tracked
+from streams.state import NOT_APPLIED, RECENT_KEYS, ChangeKind, Expired, Status, TimerState
 
 Result = tuple[TimerState | None, list[Effect]]
 Changed = tuple[TimerState, list[Effect]]
@@ -48,6 +51,7 @@ class Rules:
     """What the fold needs besides the log: configuration that replay must use too."""
 
     allowed_lateness_ms: int = 0
+    ended_retention_ms: int = 7 * 86_400_000
 
 
 NO_LATENESS = Rules()
@@ -75,6 +79,8 @@ def apply(state: TimerState | None, env: ev.Envelope, rules: Rules = NO_LATENESS
         return _register(state, env, data, key)
     if state is None:
         return None, _unknown(env)
+    if isinstance(data, ev.ForgetTimer):
+        return _forget(state, env, data, rules)
     effects: list[Effect] = []
     current = state
     if current.status == "scheduled" and env.log_ms >= current.starts_at_ms and not isinstance(data, ev.StartTimer):
@@ -282,4 +288,37 @@ def _cancel(state: TimerState, env: ev.Envelope, cmd: ev.AuctionCancelled, key: 
         TimerChanged("cancelled", new, env.id, env.type),
         _audit(env, "cancelled", new.version, cmd.reason, actor=cmd.actor),
         _track("auction_timer_cancelled", new, reason=cmd.reason, actor=cmd.actor),
+    ]
+
+
+def _forget(state: TimerState, env: ev.Envelope, cmd: ev.ForgetTimer, rules: Rules) -> Result:
+    """An ended or cancelled auction leaves the table once the log passed its end + retention."""
+    if state.live:
+        return state, [_audit(env, "forget_ignored", state.version, "still_live")]
+    if cmd.version != state.version:
+        return state, [_audit(env, "forget_ignored", state.version, "version_mismatch", command_version=cmd.version)]
+    ended = state.ended_at_ms if state.ended_at_ms is not None else state.updated_at_ms
+    if env.log_ms < ended + rules.ended_retention_ms:
+        return state, [_audit(env, "forget_ignored", state.version, "not_due", due_ms=ended + rules.ended_retention_ms)]
+    return None, [
+        Forgotten(state.auction_id, state.version, ended, env.log_ms),
+        _audit(env, "forgotten", state.version, None, ended_at_ms=ended),
+    ]
+
+
+def apply_expired(marker: Expired, env: ev.Envelope, rules: Rules = NO_LATENESS) -> tuple[Expired | None, list[Effect]]:
+    """An input for an auction that was removed after its retention (only its marker is left); a
+    registration is not one: it registers a new auction under the old id."""
+    data = env.data
+    if isinstance(data, ev.ForgetTimer):
+        if data.version == marker.version and env.log_ms >= marker.forgotten_at_ms + rules.ended_retention_ms:
+            return None, [_audit(env, "marker_removed", marker.version, None, ended_at_ms=marker.ended_at_ms)]
+        return marker, [_audit(env, "forget_ignored", marker.version, "not_due")]
+    detail = (
+        f"auction {env.auction_id!r} ended at {marker.ended_at_ms} and was removed at {marker.forgotten_at_ms},"
+        f" after the retention of ended auctions ({rules.ended_retention_ms} ms)"
+    )
+    return marker, [
+        _audit(env, "rejected", marker.version, "expired_auction", ended_at_ms=marker.ended_at_ms),
+        Rejected("expired_auction", detail),
     ]

@@ -27,7 +27,7 @@ from streams.log_range import read_range
 from streams.message import LOG_APPEND_TIME, Message
 from streams.order import Merger
 from streams.processor import TimerProcessor
-from streams.state import TimerState
+from streams.state import Expired, TimerState
 from streams.topic_admin import partition_counts
 
 TOPIC_ORDER = {name: i for i, name in enumerate(topics.INPUT_TOPICS)}
@@ -157,15 +157,26 @@ class Replayed:
 
 @dataclass
 class MemoryStates:
-    """The table of a replay: plain decoded states."""
+    """The table of a replay: plain decoded states, and markers of removed auctions."""
 
     states: dict[bytes, TimerState] = field(default_factory=dict)
+    markers: dict[bytes, Expired] = field(default_factory=dict)
 
     def get(self, key: bytes) -> TimerState | None:
         return self.states.get(key)
 
     def put(self, key: bytes, state: TimerState) -> None:
         self.states[key] = state
+
+    def expired(self, key: bytes) -> Expired | None:
+        return self.markers.get(key)
+
+    def forget(self, key: bytes, marker: Expired) -> None:
+        self.states.pop(key, None)
+        self.markers[key] = marker
+
+    def drop_expired(self, key: bytes) -> None:
+        self.markers.pop(key, None)
 
 
 def in_log_order(records: list[Message]) -> list[Message]:

@@ -79,7 +79,31 @@ def stored_live(raw: bytes) -> bool:
     return raw.startswith(LIVE_PREFIXES)
 
 
-def encode_state(state: TimerState) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What stays of an auction after its retention: enough to tell a late bid it expired. Kept
+    under `expired_key(auction_id)` for one more retention, then removed too."""
+
+    status: Literal["expired"]
+    auction_id: str
+    version: int  # the state's last version
+    ended_at_ms: int
+    forgotten_at_ms: int
+
+
+EXPIRED_PREFIX = b"\x00expired:"  # NUL cannot start an auction id: no marker key names an auction
+
+
+def expired_key(key: bytes) -> bytes:
+    return EXPIRED_PREFIX + key
+
+
+def auction_key(key: bytes) -> bytes:
+    """The auction id a table key belongs to (a marker's key names its auction after the prefix)."""
+    return key.removeprefix(EXPIRED_PREFIX)
+
+
+def encode_state(state: TimerState | Expired) -> bytes:
     return orjson.dumps(asdict(state))
 
 
@@ -89,3 +113,7 @@ def decode_state(raw: bytes) -> TimerState:
     doc["recent_keys"] = tuple(doc["recent_keys"])
     doc["applied"] = tuple(doc["applied"])
     return TimerState(**doc)
+
+
+def decode_expired(raw: bytes) -> Expired:
+    return Expired(**orjson.loads(raw))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streams import events as ev
-from streams.effects import Audited, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.fold import Rules, apply
-from streams.state import RECENT_KEYS, TimerState
+from streams.effects import Audited, Forgotten, ReconcileRequested, Rejected, TimerChanged, Tracked
+from streams.fold import Rules, apply, apply_expired
+from streams.state import RECENT_KEYS, Expired, TimerState
 from tests.support.events import POLICY, T0, bid, envelope, started
 
 
@@ -243,3 +243,36 @@ def test_remembered_event_keys_are_bounded() -> None:
         long_window = new
     assert len(long_window.recent_keys) == RECENT_KEYS
     assert long_window.version == 101
+
+
+def ended(ends: int = T0 + 60_000) -> TimerState:
+    state, _ = apply(register(ends=ends), command(ev.ExpireTimer("a1", 1, ends), log_ms=ends))
+    assert state is not None and state.status == "ended"
+    return state
+
+
+def test_an_ended_auction_is_forgotten_only_after_its_retention() -> None:
+    rules = Rules(ended_retention_ms=10_000)
+    done = ended()
+    _, effects = apply(register(), command(ev.ForgetTimer("a1", 1, T0 + 99_000), log_ms=T0 + 99_000), rules)
+    assert kinds(effects) == ["audit:forget_ignored:still_live"]
+    early, effects = apply(done, command(ev.ForgetTimer("a1", 2, T0 + 69_999), log_ms=T0 + 69_999), rules)
+    assert early is done and kinds(effects) == ["audit:forget_ignored:not_due"]
+    stale, effects = apply(done, command(ev.ForgetTimer("a1", 1, T0 + 70_000), log_ms=T0 + 70_000), rules)
+    assert stale is done and kinds(effects) == ["audit:forget_ignored:version_mismatch"]
+    gone, effects = apply(done, command(ev.ForgetTimer("a1", 2, T0 + 70_000), log_ms=T0 + 70_000), rules)
+    assert gone is None
+    assert effects[0] == Forgotten("a1", 2, T0 + 60_000, T0 + 70_000)
+    assert kinds(effects[1:]) == ["audit:forgotten:None"]
+
+
+def test_what_comes_for_a_forgotten_auction_is_told_it_expired_then_the_marker_goes() -> None:
+    rules = Rules(ended_retention_ms=10_000)
+    marker = Expired("expired", "a1", 2, T0 + 60_000, T0 + 70_000)
+    kept, effects = apply_expired(marker, placed("a1", T0 + 71_000), rules)
+    assert kept is marker
+    assert kinds(effects) == ["audit:rejected:expired_auction", "reject:expired_auction"]
+    early, effects = apply_expired(marker, command(ev.ForgetTimer("a1", 2, T0 + 79_999), log_ms=T0 + 79_999), rules)
+    assert early is marker and kinds(effects) == ["audit:forget_ignored:not_due"]
+    gone, effects = apply_expired(marker, command(ev.ForgetTimer("a1", 2, T0 + 80_000), log_ms=T0 + 80_000), rules)
+    assert gone is None and kinds(effects) == ["audit:marker_removed:None"]
