@@ -7,17 +7,25 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
 from streams.log_range import read_range
-from streams.state import EXPIRED_PREFIX, TimerState, decode_state
+from streams.state import EXPIRED_PREFIX, Expired, TimerState, auction_key, decode_expired, decode_state
 from streams.topic_admin import partition_counts
 
 
 async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> dict[str, TimerState]:
     """The timers as the table's changelog holds them now: the last value per key, tombstones
     removed, and the markers of auctions removed after their retention left out."""
+    timers, _ = await read_changelog(bootstrap, app_id, timeout_ms)
+    return timers
+
+
+async def read_changelog(
+    bootstrap: str, app_id: str, timeout_ms: int = 30_000
+) -> tuple[dict[str, TimerState], dict[str, Expired]]:
+    """The table as its changelog holds it now: the timers, and the markers of removed auctions."""
     name = topics.changelog_topic(app_id)
     count = (await partition_counts(bootstrap, [name])).get(name, 0)
     if not count:
-        return {}
+        return {}, {}
     tps = [TopicPartition(name, p) for p in range(count)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -26,15 +34,20 @@ async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> d
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         table: dict[str, TimerState] = {}
+        markers: dict[str, Expired] = {}
         async for _, records in read_range(consumer, starts, ends, timeout_ms):
             for r in records:
-                if (r.key or b"").startswith(EXPIRED_PREFIX):
-                    continue
-                key = (r.key or b"").decode()
-                if r.value:
-                    table[key] = decode_state(r.value)
+                raw_key = r.key or b""
+                if raw_key.startswith(EXPIRED_PREFIX):
+                    key = auction_key(raw_key).decode()
+                    if r.value:
+                        markers[key] = decode_expired(r.value)
+                    else:
+                        markers.pop(key, None)
+                elif r.value:
+                    table[raw_key.decode()] = decode_state(r.value)
                 else:
-                    table.pop(key, None)
-        return table
+                    table.pop(raw_key.decode(), None)
+        return table, markers
     finally:
         await consumer.stop()
