@@ -90,4 +90,3 @@ async def _settled(stack: Stack, client: aioredis.Redis, keys: Keys, auctions: l
     if len(table) != 12 or table["years-3"].status != "cancelled" or await mismatches(client, keys, table):
         return {}
     return table
-
