@@ -29,10 +29,11 @@ from streams import events as ev
 from streams import outputs, topics
 from streams.clock import wall_ms
 from streams.state import encode_state
+from streams.topic_admin import TopicPlan, ensure_topics
 from streams.tracing import new_traceparent
 from tests.support.committed import committed_to_end, end_offsets_by_partition
 from tests.support.gateway import timer
-from tests.support.stack import Stack
+from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
 
 LIVE = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
@@ -149,6 +150,7 @@ def main() -> dict[str, object]:
 
 async def measure(s: Stack) -> dict[str, object]:
     bootstrap = s.kafka.bootstrap
+    await ensure_topics(TopicPlan(bootstrap, 8, 0, APP_ID))  # before the worker: the input waits for it
     port = free_port()
     worker = s.start_worker("w1", AUCTION_TIMER_WORKER_ID="scale-1", AUCTION_TIMER_WORKER_METRICS_PORT=str(port))
     now = wall_ms()
