@@ -215,6 +215,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_watermarks() -> None:
+        engine.watch_watermarks()
         now = wall_ms()
         for partition in list(engine.groups):
             mark = engine.watermark(partition)

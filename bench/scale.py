@@ -75,10 +75,13 @@ async def until(probe, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def ready_in(log: Path, since: int) -> bool:
-    """Has the worker logged a rebuilt schedule (ready) at or after line `since`?"""
-    lines = log.read_text().splitlines()[since:]
-    return any('"schedule rebuilt"' in line for line in lines)
+async def ready(port: int) -> bool:
+    """Has the worker rebuilt its schedule after its latest rebalance (its ready gauge)?"""
+    try:
+        metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return False
+    return metrics.get("auctions_timer_worker_ready", 0) == 1
 
 
 async def ends_of(bootstrap: str, topic: str) -> int:
@@ -168,22 +171,25 @@ async def measure(s: Stack) -> dict[str, object]:
     loaded = await lateness_under_load(s, port)
 
     # Standby: a second worker joins, copies the table, then the first stops.
-    second = s.start_worker("w2", AUCTION_TIMER_WORKER_ID="scale-2")
+    port2 = free_port()
+    second = s.start_worker("w2", AUCTION_TIMER_WORKER_ID="scale-2", AUCTION_TIMER_WORKER_METRICS_PORT=str(port2))
+    await until(lambda: ready(port2), 600, "the second worker in the group")
     await until(lambda: asyncio.sleep(0, _stable_size(s.workdir / "w2")), 900, "the standby copy caught up")
-    lines = len(second.log_path.read_text().splitlines())
     worker.stop()
-    takeover_s = await until(lambda: asyncio.sleep(0, ready_in(second.log_path, lines)), 600, "the takeover")
+    # Taken over: the second worker schedules every live auction, not only its own half.
+    takeover_s = await until(lambda: scheduling_at_least(port2, LIVE), 600, "the takeover")
     second.stop()
 
     # Restart to ready: kill -9, then restart on the same RocksDB files; then the memory store.
-    restart = s.start_worker("w1", AUCTION_TIMER_WORKER_ID="scale-1")
-    await until(lambda: asyncio.sleep(0, ready_in(restart.log_path, 0)), 600, "the first worker back")
+    again = {"AUCTION_TIMER_WORKER_ID": "scale-1", "AUCTION_TIMER_WORKER_METRICS_PORT": str(port)}
+    restart = s.start_worker("w1", **again)
+    await until(lambda: ready(port), 600, "the first worker back")
     restart.kill()
-    restarted = s.start_worker("w1", AUCTION_TIMER_WORKER_ID="scale-1")
-    rocksdb_ready_s = await until(lambda: asyncio.sleep(0, ready_in(restarted.log_path, 0)), 600, "ready (RocksDB)")
+    restarted = s.start_worker("w1", **again)
+    rocksdb_ready_s = await until(lambda: ready(port), 600, "ready (RocksDB)")
     restarted.kill()
-    memory = s.start_worker("w1m", AUCTION_TIMER_WORKER_ID="scale-1", AUCTION_TIMER_TABLE_STORE="memory")
-    memory_ready_s = await until(lambda: asyncio.sleep(0, ready_in(memory.log_path, 0)), 900, "ready (memory store)")
+    memory = s.start_worker("w1m", AUCTION_TIMER_TABLE_STORE="memory", **again)
+    memory_ready_s = await until(lambda: ready(port), 900, "ready (memory store)")
     memory.stop()
     return {
         "live_auctions": LIVE,
@@ -201,6 +207,14 @@ async def measure(s: Stack) -> dict[str, object]:
 
 
 _sizes: dict[Path, list[int]] = {}
+
+
+async def scheduling_at_least(port: int, count: int) -> bool:
+    try:
+        metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return False
+    return metrics.get("auctions_timer_active", 0) >= count and metrics.get("auctions_timer_worker_ready", 0) == 1
 
 
 def _stable_size(path: Path) -> bool:

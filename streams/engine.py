@@ -100,6 +100,7 @@ class Group:
     failing: int = 0  # deliveries of this group retrying right now
     paused: bool = False
     folded_bids_to_ms: int = 0  # log time of the newest bid folded
+    bids_caught_up_ms: int = 0  # when a lookup last found every bid of the partition received
 
     @property
     def held(self) -> bool:
@@ -140,6 +141,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._newest_seen_ms = 0
         self._asking: asyncio.Task[None] | None = None
+        self._bids_wanted = False
 
     # -- partitions come and go ------------------------------------------------------------
 
@@ -326,18 +328,21 @@ class Engine:
     async def _ask_loop(self) -> None:
         try:
             while True:
-                wanted = [
+                wanted = {
                     TopicPartition(topics.INPUT_TOPICS[rank], g.partition)
                     for g in self.groups.values()
                     for rank in (range(len(topics.INPUT_TOPICS)) if None in g.next_offset else g.merger.blocked_on())
-                ]
+                }
+                if self._bids_wanted:
+                    self._bids_wanted = False
+                    wanted |= {TopicPartition(topics.BID_PLACED, p) for p in self.groups}
                 if not wanted:
                     return
                 sent_ms, newest = self.clock(), self._newest_seen_ms
                 try:
                     unknown = [tp for tp in wanted if self._next(tp) is None]
                     starts = await self.probe.start_offsets(unknown) if unknown else {}
-                    ends = await self.probe.end_offsets(wanted)
+                    ends = await self.probe.end_offsets(sorted(wanted))
                 except (KafkaError, OSError, TimeoutError) as exc:
                     log.warning("end-offset lookup failed; asking again", extra={"error": repr(exc)[:300]})
                     await asyncio.sleep(0.5)
@@ -356,6 +361,8 @@ class Engine:
                         position = group.next_offset[rank]
                         if position is not None and position >= end:
                             group.merger.caught_up(rank, as_of)
+                            if rank == BIDS:
+                                group.bids_caught_up_ms = sent_ms
                     for group in list(self.groups.values()):
                         await self._drain(group)
                 await asyncio.sleep(ASK_INTERVAL_S)
@@ -367,8 +374,15 @@ class Engine:
         return None if group is None else group.next_offset[RANK[tp.topic]]
 
     def watermark(self, partition: int) -> int | None:
-        """Log time up to which every bid of `partition` has been folded."""
+        """Up to when every bid of `partition` has been folded: the log time of the newest folded
+        bid, or, when none waits, the time a lookup last found the partition caught up."""
         group = self.groups.get(partition)
         if group is None:
             return None
-        return max(group.folded_bids_to_ms, group.merger.caught_up_at(BIDS) if not group.merger.queued(BIDS) else 0)
+        idle = group.merger.queued(BIDS) == 0 and group.bids_caught_up_ms
+        return max(group.folded_bids_to_ms, group.bids_caught_up_ms if idle else 0)
+
+    def watch_watermarks(self) -> None:
+        """Look up the bid partitions' ends (the metric's evidence when no bid is waiting)."""
+        self._bids_wanted = True
+        self._ask()

@@ -190,3 +190,10 @@ async def test_slow_upstream_bids_within_and_beyond_the_allowed_lateness(stack: 
         assert (audit["detail"]["placed_at_ms"], audit["detail"]["log_ms"]) == (end - 100, beyond.log_ms)
         assert audit["detail"]["appended_after_end_ms"] == beyond.log_ms - end
         assert scrape(f"http://127.0.0.1:{port}/metrics")["auctions_timer_late_bids_total"] == 1
+
+        # Idle now: the watermark of every partition keeps up with the log by end-offset lookups.
+        async def watermarks_current() -> bool:
+            lags = {k: v for k, v in scrape(f"http://127.0.0.1:{port}/metrics").items() if "watermark_lag" in k}
+            return len(lags) == 8 and max(lags.values()) <= 5_000
+
+        await eventually(watermarks_current, 30, "the watermark lag of an idle worker to stay small")
