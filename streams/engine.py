@@ -46,7 +46,7 @@ log = logging.getLogger("auction_timer.engine")
 RANK = {name: rank for rank, name in enumerate(topics.INPUT_TOPICS)}
 BIDS = RANK[topics.BID_PLACED]
 ASK_INTERVAL_S = 0.005  # at most one end-offset lookup per 5 ms
-REVOKE_WAIT_S = 10.0  # how long a revocation waits for a changelog write in flight
+REVOKE_WAIT_S = 5.0  # how long a revocation waits for a changelog write in flight (within the 10 s session)
 MAX_BUFFERED = 50_000  # records a held group buffers before its partitions are paused
 # A healthy Kafka acknowledges within milliseconds; a delivery slower than this holds its group.
 DELIVERY_PATIENCE_S = 1.0
