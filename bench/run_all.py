@@ -88,9 +88,10 @@ def state_rows(storm: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, 
         loaded, ready = scale["while_loaded"], scale["restart_to_ready_s"]
         out.append((f"One worker, {scale['live_auctions']:,} live + {scale['ended_auctions']:,} ended auctions",
                     "RSS ≤ 1.5 GiB; ready ≤ 15 s after kill -9; standby ≤ 5 s",
-                    f"RSS {scale['worker_rss_mib']:,} MiB ({scale['rss_bytes_per_auction']} B/auction; RocksDB "
-                    f"{scale['rocksdb_bytes_per_auction']} B/auction on disk); ready after kill -9 {ready['rocksdb']} s "
-                    f"(memory store {ready['memory']} s); standby takeover {scale['standby_takeover_s']} s"))  # fmt: skip
+                    f"RSS {scale['worker_rss_mib']:,} MiB ({scale['rss_bytes_per_auction']} B/auction; "
+                    f"RocksDB {scale['rocksdb_bytes_per_auction']} B/auction on disk); ready after kill -9 "
+                    f"{ready['rocksdb']} s (memory store {ready['memory']} s); "
+                    f"standby takeover {scale['standby_takeover_s']} s"))  # fmt: skip
         lat = loaded["completion_lateness_ms"]
         out.append(("Lateness and bids while loaded", "p99 ≤ 50 ms at ≥ 3,000 bids/s",
                     f"p99 {ms(lat['p99'])}, max {ms(lat['max'])} at {loaded['bids_folded_per_s']:,} bids/s; "
