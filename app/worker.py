@@ -36,7 +36,6 @@ from streams.log_probe import KafkaLogProbe
 from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
 from streams.outputs import Record
 from streams.processor import TimerProcessor
-from streams.producer import LazyProducer
 from streams.retention import Sweeper
 from streams.scheduler import Scheduler
 from streams.state import decode_state, stored_live
@@ -100,7 +99,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     delivery = Delivery(settings.kafka_bootstrap)
     # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
     # ticks a second neither crowd nor slow the deadline commands and timer events.
-    ticks = LazyProducer(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS)
+    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS)
 
     async def send_command(record: Record) -> asyncio.Future[Any]:
         return await delivery.send(record)
