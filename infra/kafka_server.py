@@ -45,6 +45,9 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
+# Every refused request is an INFO line: a test of ACLs would bury everything else.
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
 """
 
 
