@@ -9,19 +9,20 @@ tails are printed with the test's report.
 
 from __future__ import annotations
 
-import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from app.acls import create_acls, service_acls
 from infra.kafka_server import KafkaCluster, KafkaSecurity
 from infra.redis_server import MASTER_NAME, AclUser, RedisSentinelGroup, RedisServer
 from infra.tls import throwaway_certs
 from tests.support import secure
-from tests.support.stack import APP_ID, Stack
+from tests.support.stack import APP_ID, ROOT, Stack
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The Sentinel group's users: one for the fixture, its Sentinels and replication; one for the service.
@@ -79,14 +80,17 @@ def kafka3(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 @pytest.fixture
 def kafka_secure(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
     """A broker that speaks only SASL_SSL, knows the SCRAM users of tests/support/secure.py, and
-    enforces the service's ACLs (app/acls.py, the source `auction-timer acls` prints) with the
-    standard authorizer: the admin is the only super user."""
+    enforces the service's ACLs with the standard authorizer (the admin is the only super user).
+    The ACLs are what an operator creates: `auction-timer acls --apply`, run as the admin."""
     base = tmp_path_factory.mktemp("kafka-secure")
     security = KafkaSecurity(throwaway_certs(base / "tls"), secure.ADMIN, tuple(secure.USERS.values()))
     cluster = KafkaCluster(base, size=1, security=security)
     try:
         cluster.start()
-        asyncio.run(create_acls(service_acls(secure.PRINCIPALS, APP_ID), cluster.bootstrap, **cluster.admin_options()))
+        env = {**os.environ, **secure.principal_env(cluster, secure.ADMIN), "AUCTION_TIMER_APP_ID": APP_ID}
+        applied = subprocess.run([sys.executable, "-m", "app.cli", "acls", "--apply"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert applied.returncode == 0, applied.stdout + applied.stderr
         yield cluster
     finally:
         print_on_failure(request, cluster.log_tails)
