@@ -24,6 +24,7 @@ from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFai
 from aiokafka.protocol.metadata import MetadataRequest
 
 from infra.kafka_server import KafkaCluster, ScramUser
+from infra.ports import free_port
 from infra.redis_server import RedisServer
 from projections.keys import Keys
 from streams import events as ev
@@ -266,9 +267,17 @@ async def test_the_service_runs_as_its_principals_and_the_broker_refuses_a_forge
 
     # A gateway with a wrong password starts, says Kafka refused it, and is not ready on Kafka.
     wrong = ScramUser(USERS["gateway"].name, "wrong-secret-91d0")
-    proc = stack.start("gateway-wrong", ["gateway"], AUCTION_TIMER_GATEWAY_PORT="0", **principal_env(kafka, wrong))
+    port = free_port()
+    proc = stack.start("gateway-wrong", ["gateway"], AUCTION_TIMER_GATEWAY_PORT=str(port),
+                       **principal_env(kafka, wrong))  # fmt: skip
     await eventually(lambda: asyncio.sleep(0, result="Authentication failed" in proc.log_path.read_text()), 60,
                      "the refused credentials logged")  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+
+        async def readiness() -> dict[str, bool]:
+            return dict(await (await session.get(f"http://127.0.0.1:{port}/readyz")).json())
+
+        assert (await eventually(readiness, 30, "the wrong gateway's /readyz"))["kafka"] is False
 
     # No password of anyone's is in any log: the service's processes', replay's, or the broker's.
     logs = verified.stdout + verified.stderr + "".join(p.log_path.read_text() for p in stack.processes)
