@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     auctions = set(args.auction) if args.auction else None
     records, partitions = await read_inputs(
-        settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress()
+        settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress(), **settings.kafka_client_options()
     )
     replayed = reprocess(records, partitions, settings.max_event_bytes, Rules(settings.allowed_lateness_ms))
     print(
@@ -98,7 +98,7 @@ async def rebuild(store: ProjectionStore, states: dict[str, TimerState]) -> int:
 
 async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | None) -> list[str]:
     """Readable differences between the replay and (1) the table's changelog, (2) live Redis."""
-    table = await read_table(settings.kafka_bootstrap, settings.app_id)
+    table = await read_table(settings.kafka_bootstrap, settings.app_id, **settings.kafka_client_options())
     if auctions is not None:
         table = {a: s for a, s in table.items() if a in auctions}
     out = []

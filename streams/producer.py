@@ -13,7 +13,9 @@ from streams.outputs import Record
 class LazyProducer:
     """acks=all with idempotence, like every producer of this service."""
 
-    def __init__(self, bootstrap: str, linger_ms: int = 0, request_timeout_ms: int = 40_000) -> None:
+    def __init__(
+        self, bootstrap: str, linger_ms: int = 0, request_timeout_ms: int = 40_000, **client_options: Any
+    ) -> None:
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
@@ -21,6 +23,7 @@ class LazyProducer:
             "linger_ms": linger_ms,
             "max_batch_size": 256 * 1024,
             "request_timeout_ms": request_timeout_ms,
+            **client_options,
         }
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
