@@ -84,6 +84,19 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run(settings, args))
 
 
+def cmd_acls(settings: Settings, args: argparse.Namespace) -> int:
+    from app.acls import Principals, create_acls, kafka_acls_commands, service_acls
+
+    who = Principals(args.worker, args.gateway, args.offers, args.bids, args.replay)
+    acls = service_acls(who, settings.app_id)
+    if args.apply:
+        asyncio.run(create_acls(acls, settings.kafka_bootstrap, **settings.kafka_client_options()))
+        print(f"created {len(acls)} ACLs (those that existed are unchanged)", file=sys.stderr)
+    else:
+        print("\n".join(kafka_acls_commands(acls, settings.kafka_bootstrap, args.command_config)))
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from app.demo import run
 
@@ -96,6 +109,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "demo": (cmd_demo, "start Kafka, Redis, a worker, a gateway and synthetic auctions until Ctrl-C"),
     "replay": (cmd_replay, "rebuild timelines or the projection from the topics, or verify the live state"),
     "watch": (cmd_watch, "show auctions' live countdowns in the terminal (one connection), or a board of all running"),
+    "acls": (cmd_acls, "print the Kafka ACLs each principal needs as kafka-acls commands, or --apply them"),
     "settings": (cmd_settings, "list every AUCTION_TIMER_* variable with its default"),
 }
 
@@ -112,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
             from app.replay_cmd import add_arguments
 
             add_arguments(p)
+        if name == "acls":
+            add_acl_arguments(p)
         if name == "demo":
             p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
         if name == "watch":
@@ -119,6 +135,20 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--all", action="store_true", help="a board of every running auction, until Ctrl-C")
             p.add_argument("--url", help="gateway base URL (default: from AUCTION_TIMER_GATEWAY_HOST/PORT)")
     return top
+
+
+def add_acl_arguments(parser: argparse.ArgumentParser) -> None:
+    from app.acls import Principals
+
+    defaults = Principals()
+    for role, does in (("worker", "runs `auction-timer worker`"), ("gateway", "runs `auction-timer gateway`"),
+                       ("offers", "registers and cancels auctions"), ("bids", "places bids"),
+                       ("replay", "runs `auction-timer replay`")):  # fmt: skip
+        parser.add_argument(f"--{role}", default=getattr(defaults, role), help=f"the SCRAM user that {does}")
+    parser.add_argument("--command-config", default="admin.properties", help="kafka-acls.sh client config to print")
+    parser.add_argument(
+        "--apply", action="store_true", help="create them through Kafka as the configured (admin) principal"
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:

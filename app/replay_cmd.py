@@ -48,14 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     auctions = set(args.auction) if args.auction else None
     window, table = Window(args.start, args.end), None
+    options = settings.kafka_client_options()
     if args.from_changelog:
         if args.start != "earliest":
             raise ReplayError("--from-changelog starts where the table's changelog stands; leave out --from")
-        timers, markers = await read_changelog(settings.kafka_bootstrap, settings.app_id)
-        offsets = await committed_offsets(settings.kafka_bootstrap, settings.app_id)
+        timers, markers = await read_changelog(settings.kafka_bootstrap, settings.app_id, **options)
+        offsets = await committed_offsets(settings.kafka_bootstrap, settings.app_id, **options)
         window = Window("offsets", args.end, offsets)
         table = MemoryStates({k.encode(): s for k, s in timers.items()}, {k.encode(): m for k, m in markers.items()})
-    records, partitions = await read_inputs(settings.kafka_bootstrap, window, auctions, Progress())
+    records, partitions = await read_inputs(settings.kafka_bootstrap, window, auctions, Progress(), **options)
     replayed = reprocess(records, partitions, settings.max_event_bytes, settings.fold_rules(), table)
     print(
         f"replayed {len(records)} events into {len(replayed.states)} auctions, {len(replayed.timeline)} transitions"
@@ -108,7 +109,7 @@ async def rebuild(store: ProjectionStore, states: dict[str, TimerState]) -> int:
 
 async def verify(settings: Settings, replayed: Replayed, auctions: set[str] | None) -> list[str]:
     """Readable differences between the replay and (1) the table's changelog, (2) live Redis."""
-    table = await read_table(settings.kafka_bootstrap, settings.app_id)
+    table = await read_table(settings.kafka_bootstrap, settings.app_id, **settings.kafka_client_options())
     if auctions is not None:
         table = {a: s for a, s in table.items() if a in auctions}
     out = []

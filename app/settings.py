@@ -8,6 +8,7 @@ names the variable and says what it accepts.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -162,6 +163,36 @@ def _optional(raw: str) -> str | None:
     return raw or None
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.upper() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return raw.upper()
+
+    return parse
+
+
+def _ca_file(raw: str) -> Path | None:
+    path = _file(raw)
+    if path is not None:
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, ValueError):
+            raise ValueError("holds no PEM CA certificate") from None
+    return path
+
+
+def _sasl_user(raw: str) -> str | None:
+    # SCRAM names are escaped on the wire (RFC 5802: "=" and ","); keep them plain and printable.
+    if raw and not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,128}", raw):
+        raise ValueError("must be 1-128 of [A-Za-z0-9_.@-]")
+    return raw or None
+
+
 def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secret: bool = False) -> Any:
     """A dataclass field that knows its variable, raw default, parser and meaning."""
     return field(
@@ -174,6 +205,24 @@ def setting(env: str, default: str, parse: Callable[[str], Any], doc: str, secre
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "localhost:9092", _bootstrap, "Kafka bootstrap servers")
+    kafka_security_protocol: str = setting(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _one_of(KAFKA_PROTOCOLS),
+        "PLAINTEXT, or SASL_SSL: SCRAM authentication over TLS (certificate and host name verified)",
+    )
+    kafka_sasl_mechanism: str = setting(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", _one_of(SASL_MECHANISMS), "SCRAM-SHA-512 or SCRAM-SHA-256 (SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = setting(
+        "KAFKA_SASL_USERNAME", "", _sasl_user, "this process's Kafka principal (SASL_SSL; README, Security)"
+    )
+    kafka_sasl_password: str | None = setting(
+        "KAFKA_SASL_PASSWORD", "", _optional, "its SCRAM password (SASL_SSL; never logged)", secret=True
+    )
+    kafka_tls_ca_file: Path | None = setting(
+        "KAFKA_TLS_CA_FILE", "", _ca_file, "CA certificates for the brokers (SASL_SSL); empty: the system's"
+    )
     redis_url: str = setting(
         "REDIS_URL",
         "redis://localhost:6379/0",
@@ -320,6 +369,7 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        self._check_kafka_security()
         tls_files = [self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file]
         if self.redis_sentinels and self.redis_url.startswith("rediss://"):
             raise SettingsError(
@@ -346,10 +396,48 @@ class Settings:
         """What the fold needs from the settings; the worker and replay must use the same."""
         return Rules(self.allowed_lateness_ms, self.ended_retention_ms)
 
+    def _check_kafka_security(self) -> None:
+        given: dict[str, object] = {
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "KAFKA_TLS_CA_FILE": self.kafka_tls_ca_file,
+        }
+        if self.kafka_security_protocol == "SASL_SSL":
+            for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+                if not given[name]:
+                    raise SettingsError(f"{PREFIX}{name} is required with {PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL")
+            return
+        for name, value in given.items():
+            # Credentials with PLAINTEXT would be a deployment that believes it is authenticated.
+            if value:
+                raise SettingsError(
+                    f"{PREFIX}{name} is set but {PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}; "
+                    f"set it to SASL_SSL to use it"
+                )
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """How every Kafka client of this process connects and authenticates, as aiokafka keyword
+        arguments (bootstrap servers apart). The one place these settings become client options: the
+        Faust app, our producers, consumers and admin clients, replay and the gateway all take these.
+        The dict holds the password: pass it to clients, never to a log."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {"security_protocol": "PLAINTEXT"}
+        # The default context verifies the brokers' certificates and host names, TLS 1.2 or newer.
+        ca_file = None if self.kafka_tls_ca_file is None else str(self.kafka_tls_ca_file)
+        context = ssl.create_default_context(cafile=ca_file)
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": context,
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_sasl_username,
+            "sasl_plain_password": self.kafka_sasl_password,
+        }
+
     def topic_plan(self) -> TopicPlan:
         return TopicPlan(
-            self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id, self.input_retention_ms
-        )
+            self.kafka_bootstrap, self.topic_partitions, self.replication_factor, self.app_id, self.input_retention_ms,
+            self.kafka_client_options(),
+        )  # fmt: skip
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict for logs, secrets replaced."""

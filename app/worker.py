@@ -63,11 +63,26 @@ class TimerApp(faust.App):
         return self.transport_class(self.conf.broker_consumer, self)
 
 
+def faust_credentials(options: dict[str, Any]) -> faust.SASLCredentials | None:
+    """Faust's form of the Kafka client options (Settings.kafka_client_options): its consumer,
+    producer and topic creation connect with these."""
+    if options["security_protocol"] == "PLAINTEXT":
+        return None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        ssl_context=options["ssl_context"],
+        mechanism=options["sasl_mechanism"],
+    )
+
+
 def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:
     partitions = settings.topic_partitions
+    kafka_options = settings.kafka_client_options()
     app = TimerApp(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka_options),
         store=f"{settings.table_store}://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=partitions,
@@ -96,10 +111,10 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     channel = app.topic(*topics.INPUT_TOPICS, schema=raw, partitions=partitions)
     changelog = topics.changelog_topic(settings.app_id)
 
-    delivery = Delivery(settings.kafka_bootstrap)
+    delivery = Delivery(settings.kafka_bootstrap, **kafka_options)
     # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
     # ticks a second neither crowd nor slow the deadline commands and timer events.
-    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS)
+    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS, **kafka_options)
 
     async def send_command(record: Record) -> asyncio.Future[Any]:
         return await delivery.send(record)
@@ -131,8 +146,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     def consumer_tps(tps: list[Any]) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in tps}
 
+    probe = KafkaLogProbe(settings.kafka_bootstrap, settings.app_id, **kafka_options)
     engine = Engine(
-        processor, states, delivery, KafkaLogProbe(settings.kafka_bootstrap, settings.app_id), changelog,
+        processor, states, delivery, probe, changelog,
         on_change, reconciler.request,
         pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
         resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
@@ -209,7 +225,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     @app.task  # type: ignore[untyped-decorator]
     async def run_projection() -> None:
         # Its own consumer group: a Redis outage makes it lag, never the fold.
-        consumer = ProjectionConsumer(settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms)
+        consumer = ProjectionConsumer(
+            settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms, **kafka_options
+        )
         await consumer.run()
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]

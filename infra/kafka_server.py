@@ -3,6 +3,11 @@
 `KafkaCluster(size=1)` is the dev and test broker; `size=3` gives replication
 factor 3 with min.insync.replicas 2 for broker-failure tests. Every node is a
 combined broker + controller so three JVMs make a whole quorum.
+
+With `security`, clients must use SASL_SSL and authenticate with SCRAM (SHA-512 or
+SHA-256; the users are created at format time), and the standard ACL authorizer
+decides what each principal may do; the admin user is a super user and the brokers
+talk to each other as it.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ import asyncio
 import base64
 import shutil
 import signal
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka.client import AIOKafkaClient
 
 from infra.ports import free_ports
 from infra.process import ServerProcess, wait_until
+from infra.tls import TlsFiles
 from streams.errors import InfraError
 
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
@@ -37,6 +45,9 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
+# Every refused request is an INFO line: a test of ACLs would bury everything else.
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
 """
 
 
@@ -48,6 +59,61 @@ def require_jars() -> None:
         )
     if shutil.which("java") is None:
         raise InfraError("java is not on PATH; install a Java 17 runtime (apt install openjdk-17-jre-headless)")
+
+
+@dataclass(frozen=True)
+class ScramUser:
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """SASL_SSL for clients and between brokers, SCRAM users, and ACLs enforced.
+
+    The controller listener stays PLAINTEXT on loopback: KRaft controllers cannot check SCRAM
+    credentials (they live in the metadata the controllers serve), so its principal, ANONYMOUS,
+    is a super user for the nodes' own requests. Clients never reach that listener."""
+
+    tls: TlsFiles
+    admin: ScramUser
+    users: tuple[ScramUser, ...] = ()
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format` options that create every user with both SCRAM mechanisms."""
+        return [
+            f"--add-scram={mechanism}=[name={user.name},password={user.password}]"
+            for user in (self.admin, *self.users)
+            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
+        ]
+
+    def client_options(self, user: ScramUser | None = None) -> dict[str, Any]:
+        """aiokafka options for the fixture's own clients (the admin by default)."""
+        who = user or self.admin
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": ssl.create_default_context(cafile=str(self.tls.ca_cert)),
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": who.name,
+            "sasl_plain_password": who.password,
+        }
+
+    def properties(self, keystore: Path) -> list[str]:
+        admin = self.admin
+        jaas = f'ScramLoginModule required username="{admin.name}" password="{admin.password}";'
+        return [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.{jaas}",
+            f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.{jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.tls.ca_cert}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{admin.name};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
+        ]
 
 
 def new_cluster_id() -> str:
@@ -66,19 +132,22 @@ class KafkaNode:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def properties(self, voters: str, size: int) -> str:
+    def properties(self, voters: str, size: int, security: KafkaSecurity | None = None) -> str:
         replication = min(size, 3)
         min_isr = 2 if size >= 3 else 1
+        listener = "SASL_SSL" if security else "PLAINTEXT"
+        secure = security.properties(self.data_dir / "server.pem") if security else []
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 f"node.id={self.node_id}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"listeners={listener}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={listener}://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"inter.broker.listener.name={listener}",
+                f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
+                *secure,
                 f"log.dirs={self.data_dir / 'log'}",
                 f"offsets.topic.replication.factor={replication}",
                 f"transaction.state.log.replication.factor={replication}",
@@ -103,6 +172,7 @@ class KafkaCluster:
 
     base_dir: Path
     size: int = 1
+    security: KafkaSecurity | None = None
     nodes: list[KafkaNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -114,6 +184,10 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    def admin_options(self) -> dict[str, Any]:
+        """aiokafka options for the fixture's own clients: the admin user, or none without security."""
+        return self.security.client_options() if self.security else {}
 
     def _java(self, node: KafkaNode, main: list[str]) -> list[str]:
         return [
@@ -137,12 +211,19 @@ class KafkaCluster:
             node.data_dir.mkdir(parents=True, exist_ok=True)
             (node.data_dir / "log4j2.properties").write_text(LOG4J2)
             config = node.data_dir / "server.properties"
-            config.write_text(node.properties(voters, self.size))
+            config.write_text(node.properties(voters, self.size, self.security))
+            scram: list[str] = []
+            if self.security:
+                # Kafka's PEM key store: the private key (PKCS#8) followed by its certificate.
+                tls = self.security.tls
+                (node.data_dir / "server.pem").write_text(tls.server_key.read_text() + tls.server_cert.read_text())
+                scram = self.security.scram_arguments()
             # `--cluster-id=` form: a base64url id may start with "-" and read as an option.
             fmt = ServerProcess(
                 f"kafka-format-{node.node_id}",
                 self._java(
-                    node, ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)]
+                    node,
+                    ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), *scram],
                 ),
                 node.data_dir / "format.log",
             )
@@ -174,7 +255,7 @@ class KafkaCluster:
         bootstrap = ",".join(n.bootstrap for n in live)
         try:
             wait_until(
-                lambda: count_brokers(bootstrap) >= want,
+                lambda: count_brokers(bootstrap, **self.admin_options()) >= want,
                 timeout,
                 f"{want} Kafka broker(s) at {bootstrap} to answer a metadata request",
                 interval=0.5,
@@ -200,11 +281,11 @@ class KafkaCluster:
         )
 
 
-def count_brokers(bootstrap: str) -> int:
+def count_brokers(bootstrap: str, **client_options: Any) -> int:
     """Brokers a metadata request at `bootstrap` returns; 0 when nobody answers yet."""
 
     async def probe() -> int:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client_options)
         try:
             await client.bootstrap()
             return len(client.cluster.brokers())

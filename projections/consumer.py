@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -46,8 +47,11 @@ def latest_per_auction(values: list[bytes]) -> tuple[list[Projected], int]:
 
 
 class ProjectionConsumer:
-    def __init__(self, bootstrap: str, group: str, store: ProjectionStore, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, bootstrap: str, group: str, store: ProjectionStore, clock: Callable[[], int], **client_options: Any
+    ) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options
         self.group = group
         self.store = store
         self.clock = clock
@@ -70,6 +74,7 @@ class ProjectionConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
+            **self.client_options,
         )
         await consumer.start()
         try:

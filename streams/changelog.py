@@ -3,6 +3,8 @@ what replay verifies against and what tests compare the projection with."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
@@ -11,23 +13,27 @@ from streams.state import EXPIRED_PREFIX, Expired, TimerState, auction_key, deco
 from streams.topic_admin import partition_counts
 
 
-async def read_table(bootstrap: str, app_id: str, timeout_ms: int = 30_000) -> dict[str, TimerState]:
+async def read_table(
+    bootstrap: str, app_id: str, timeout_ms: int = 30_000, **client_options: Any
+) -> dict[str, TimerState]:
     """The timers as the table's changelog holds them now: the last value per key, tombstones
     removed, and the markers of auctions removed after their retention left out."""
-    timers, _ = await read_changelog(bootstrap, app_id, timeout_ms)
+    timers, _ = await read_changelog(bootstrap, app_id, timeout_ms, **client_options)
     return timers
 
 
 async def read_changelog(
-    bootstrap: str, app_id: str, timeout_ms: int = 30_000
+    bootstrap: str, app_id: str, timeout_ms: int = 30_000, **client_options: Any
 ) -> tuple[dict[str, TimerState], dict[str, Expired]]:
     """The table as its changelog holds it now: the timers, and the markers of removed auctions."""
     name = topics.changelog_topic(app_id)
-    count = (await partition_counts(bootstrap, [name])).get(name, 0)
+    count = (await partition_counts(bootstrap, [name], **client_options)).get(name, 0)
     if not count:
         return {}, {}
     tps = [TopicPartition(name, p) for p in range(count)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **client_options
+    )
     await consumer.start()
     try:
         consumer.assign(tps)

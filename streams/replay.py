@@ -92,11 +92,11 @@ class Progress:
 
 
 async def read_inputs(
-    bootstrap: str, window: Window, auctions: set[str] | None, progress: Progress
+    bootstrap: str, window: Window, auctions: set[str] | None, progress: Progress, **client_options: Any
 ) -> tuple[list[Message], int]:
     """Every input record in the window (only `auctions` when given); and the partition count."""
     try:
-        counts = await partition_counts(bootstrap, list(topics.INPUT_TOPICS))
+        counts = await partition_counts(bootstrap, list(topics.INPUT_TOPICS), **client_options)
     except KafkaConnectionError as exc:
         raise ReplayError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     missing = [t for t in topics.INPUT_TOPICS if t not in counts]
@@ -104,7 +104,9 @@ async def read_inputs(
         raise ReplayError(f"topic {missing[0]} does not exist on {bootstrap}; is this the auction timer's cluster?")
     tps = [TopicPartition(t, p) for t in topics.INPUT_TOPICS for p in range(counts[t])]
     partitions = counts[topics.BID_PLACED]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000, **client_options
+    )
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -197,9 +199,9 @@ class MemoryStates:
         self.markers.pop(key, None)
 
 
-async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+async def committed_offsets(bootstrap: str, group: str, **client_options: Any) -> dict[TopicPartition, int]:
     """Where the worker's consumer group stands on each input partition (what the changelog reflects)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

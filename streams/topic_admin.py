@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,13 +37,15 @@ def topic_config(base: dict[str, str], replication: int) -> dict[str, str]:
     return config
 
 
-async def described_by_every_broker(bootstrap: str, names: list[str], timeout: float = 30) -> list[dict[str, Any]]:
+async def described_by_every_broker(
+    bootstrap: str, names: list[str], timeout: float = 30, **client_options: Any
+) -> list[dict[str, Any]]:
     """Wait until every broker describes every topic of `names` with a leader on each partition;
     returns the descriptions. A created topic reaches each broker's metadata in its own time (a
     moment on three brokers), and a Faust consumer that first asks a broker still without the
     table's changelog sees it with no partitions until its next metadata refresh (minutes): every
     write to the table fails meanwhile. Starting the worker only after this wait closes that window."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options)
     await client.bootstrap()
     try:
         deadline = time.monotonic() + timeout
@@ -76,9 +78,9 @@ def complete(topic: dict[str, Any]) -> bool:
     return topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
 
 
-async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+async def partition_counts(bootstrap: str, names: list[str], **client_options: Any) -> dict[str, int]:
     """How many partitions each existing topic of `names` has (missing topics are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options)
     await admin.start()
     try:
         described: list[dict[str, Any]] = await admin.describe_topics(names)
@@ -90,13 +92,15 @@ async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
 @dataclass(frozen=True, slots=True)
 class TopicPlan:
     """What the worker needs of the cluster: where it is, the partition count of every topic,
-    the replication factor (0 = auto) and the app id that names the table's changelog."""
+    the replication factor (0 = auto), the app id that names the table's changelog, and the
+    aiokafka options its clients connect with (security; kept out of the repr: they hold a password)."""
 
     bootstrap: str
     partitions: int
     replication: int
     app_id: str
     input_retention_ms: int = -1  # -1: keep forever
+    client_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 async def input_topic_problems(admin: AIOKafkaAdminClient, plan: TopicPlan) -> list[str]:
@@ -129,7 +133,7 @@ async def ensure_topics(plan: TopicPlan) -> int:
     """Create any missing topic (the table's changelog included), wait until every broker knows
     them all, and check that the input topics and the changelog have the configured partition
     count (co-partitioning with the table depends on it). Returns the replication factor in use."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=plan.bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=plan.bootstrap, request_timeout_ms=15000, **plan.client_options)
     try:
         await admin.start()
     except KafkaConnectionError as exc:
@@ -165,7 +169,7 @@ async def ensure_topics(plan: TopicPlan) -> int:
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
         co_partitioned = [*topics.INPUT_TOPICS, changelog]
-        for topic in await described_by_every_broker(plan.bootstrap, names):
+        for topic in await described_by_every_broker(plan.bootstrap, names, **plan.client_options):
             if topic["topic"] not in co_partitioned:
                 continue
             count = len(topic["partitions"])

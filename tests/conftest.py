@@ -9,15 +9,20 @@ tails are printed with the test's report.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from infra.kafka_server import KafkaCluster
+from infra.kafka_server import KafkaCluster, KafkaSecurity
 from infra.redis_server import MASTER_NAME, AclUser, RedisSentinelGroup, RedisServer
-from tests.support.stack import Stack
+from infra.tls import throwaway_certs
+from tests.support import secure
+from tests.support.stack import APP_ID, ROOT, Stack
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The Sentinel group's users: one for the fixture, its Sentinels and replication; one for the service.
@@ -66,6 +71,26 @@ def kafka3(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     cluster = KafkaCluster(tmp_path_factory.mktemp("kafka3"), size=3)
     try:
         cluster.start()
+        yield cluster
+    finally:
+        print_on_failure(request, cluster.log_tails)
+        cluster.stop()
+
+
+@pytest.fixture
+def kafka_secure(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
+    """A broker that speaks only SASL_SSL, knows the SCRAM users of tests/support/secure.py, and
+    enforces the service's ACLs with the standard authorizer (the admin is the only super user).
+    The ACLs are what an operator creates: `auction-timer acls --apply`, run as the admin."""
+    base = tmp_path_factory.mktemp("kafka-secure")
+    security = KafkaSecurity(throwaway_certs(base / "tls"), secure.ADMIN, tuple(secure.USERS.values()))
+    cluster = KafkaCluster(base, size=1, security=security)
+    try:
+        cluster.start()
+        env = {**os.environ, **secure.principal_env(cluster, secure.ADMIN), "AUCTION_TIMER_APP_ID": APP_ID}
+        applied = subprocess.run([sys.executable, "-m", "app.cli", "acls", "--apply"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert applied.returncode == 0, applied.stdout + applied.stderr
         yield cluster
     finally:
         print_on_failure(request, cluster.log_tails)

@@ -59,9 +59,16 @@ def message_for(topic: str, data: dict[str, Any], now_ms: int) -> dict[str, Any]
 
 class Feed:
     def __init__(
-        self, bootstrap: str, hub: Hub, memory: LastSeen, clock: Callable[[], int], max_record_bytes: int
+        self,
+        bootstrap: str,
+        hub: Hub,
+        memory: LastSeen,
+        clock: Callable[[], int],
+        max_record_bytes: int,
+        **client_options: Any,
     ) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options
         self.hub = hub
         self.memory = memory
         self.clock = clock
@@ -142,6 +149,7 @@ class Feed:
                 group_id=None,
                 auto_offset_reset="latest",
                 metadata_max_age_ms=5_000,
+                **self.client_options,
             )
             self._set(positioned=False)
             try:
@@ -171,7 +179,7 @@ class Feed:
 
     async def _watch_health(self) -> None:
         """A metadata request every second tells whether Kafka answers."""
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000, **self.client_options)
         try:
             while True:
                 try:

@@ -1,4 +1,5 @@
-"""What the gateway writes to Kafka: Reconcile commands, audit entries, analytics events.
+"""What the gateway writes to Kafka: audit entries and analytics events of client syncs (its
+principal may write nothing else: README, Security).
 
 Sends never hold up a request: each is a task with a deadline, the number in flight is
 bounded, and a failure is counted and logged (the drift is still in the metrics)."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -20,8 +22,8 @@ SEND_TIMEOUT_S = 10.0
 
 
 class Outbox:
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = Delivery(bootstrap, linger_ms=0, request_timeout_ms=5_000)
+    def __init__(self, bootstrap: str, **client_options: Any) -> None:
+        self._producer = Delivery(bootstrap, linger_ms=0, request_timeout_ms=5_000, **client_options)
         self._pending: set[asyncio.Task[None]] = set()
 
     def send(self, record: Record) -> None:
@@ -42,7 +44,11 @@ class Outbox:
             SENDS.labels(record.topic, "failed").inc()
             log.warning("gateway could not write to Kafka", extra={"topic": record.topic, "error": repr(exc)})
 
-    async def close(self) -> None:
+    async def flushed(self, timeout_s: float = 5) -> None:
+        """Wait until every record handed to `send` so far was written or given up on."""
         if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
+            await asyncio.wait(set(self._pending), timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.flushed()
         await self._producer.close()

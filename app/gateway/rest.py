@@ -14,7 +14,6 @@ from app.gateway.context import GATEWAY, Gateway
 from app.gateway.metrics import DRIFT
 from app.gateway.security import BAD_AUCTION_ID, client_address, valid_auction_id
 from app.gateway.timers import TimerView, Unavailable
-from streams import events as ev
 from streams import outputs
 from streams.effects import Audited, Tracked
 from streams.tracing import new_traceparent
@@ -107,8 +106,10 @@ async def post_sync(request: web.Request) -> web.Response:
 def record_resync(
     gw: Gateway, state: dict[str, Any], drift: int, client_version: int, client_time: int, reconcile: bool
 ) -> None:
-    """Audit entry, Segment `auction_timer_resynced`, and a Reconcile command when the client has
-    seen a newer version than the projection holds. All carry the auction's trace id."""
+    """An audit entry and Segment's `auction_timer_resynced`, both with the auction's trace id.
+    A client that has seen a newer version than the projection holds is recorded as such; the
+    gateway sends no Reconcile command for it, because only the worker may write commands (README,
+    Security) and the worker's reconciliation repairs the projection every RECONCILE_INTERVAL_S."""
     now = gw.clock()
     auction_id = state["auction_id"]
     traceparent = f"00-{state['trace_id']}-{uuid.uuid4().hex[:16]}-01" if state.get("trace_id") else new_traceparent()
@@ -125,8 +126,6 @@ def record_resync(
     properties = {"auction_id": auction_id, "trace_id": traceparent[3:35], **detail}
     tracked = Tracked("auction_timer_resynced", auction_id, state["version"], traceparent, properties)
     gw.outbox.send(outputs.analytics(tracked, now))
-    if reconcile:
-        gw.outbox.send(outputs.input_record(ev.Reconcile(auction_id, "gateway-sync"), cause, now, traceparent, SOURCE))
 
 
 async def healthz(request: web.Request) -> web.Response:

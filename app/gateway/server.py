@@ -70,14 +70,15 @@ def build_gateway_app(settings: Settings) -> web.Application:
     memory = LastSeen(settings.ended_ttl_s)
     redis_client = connect(settings)
     store = ProjectionStore(redis_client, Keys(settings.key_prefix), settings.ended_ttl_s)
+    kafka_options = settings.kafka_client_options()
     gateway = Gateway(
         settings=settings,
         clock=clock,
         hub=hub,
         memory=memory,
         timers=Timers(store, memory, clock),
-        feed=Feed(settings.kafka_bootstrap, hub, memory, clock, settings.max_event_bytes),
-        outbox=Outbox(settings.kafka_bootstrap),
+        feed=Feed(settings.kafka_bootstrap, hub, memory, clock, settings.max_event_bytes, **kafka_options),
+        outbox=Outbox(settings.kafka_bootstrap, **kafka_options),
         connections=ConnectionCap(settings.ws_max_per_address),
         sync_limiter=RateLimiter(settings.sync_rate_per_min),
         redis_probe=RedisProbe(redis_client),

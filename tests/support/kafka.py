@@ -35,7 +35,7 @@ async def reading_from_start(bootstrap: str, topics: tuple[str, ...], **options:
     assigns their partitions explicitly. Subscribing instead fails when the broker answering the
     consumer's metadata request has not yet heard of a just-created topic, and aiokafka's stop
     after that failed start can hang (seen once in CI, three brokers)."""
-    described = await described_by_every_broker(bootstrap, list(topics), timeout=90)
+    described = await described_by_every_broker(bootstrap, list(topics), timeout=90, **options)
     partitions = {t["topic"]: len(t["partitions"]) for t in described}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000, **options
@@ -63,6 +63,7 @@ class TopicWatcher:
 
     bootstrap: str
     topics: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)  # aiokafka's: security, for a secured broker
     seen: list[Seen] = field(default_factory=list)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
@@ -70,7 +71,7 @@ class TopicWatcher:
     async def start(self) -> None:
         if not self.topics:  # a producer-only kafka_io
             return
-        self._consumer = await reading_from_start(self.bootstrap, self.topics)
+        self._consumer = await reading_from_start(self.bootstrap, self.topics, **self.options)
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
