@@ -27,9 +27,10 @@ live worker and an offline replay reach the same decisions from the same log. Ru
   rejected as `expired_auction`, and after one more retention the marker goes too.
 - Version is +1 on every change and unchanged otherwise.
 
-An input delivered again after a crash (its offset is at or below the last offset of its
-topic that changed this timer) changes nothing and emits nothing: the change it made is in
-the state, and the worker wrote the state only after that change's records were in Kafka.
+An input delivered again after a crash (ordered, in the log's order, at or before the input
+that made the stored version) changes nothing and emits nothing: the worker folds an
+auction's inputs in that order and wrote the version only after everything folded before it
+was published. Inputs after it are folded again from that version, to the same records.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 from streams import events as ev
 from streams.effects import Audited, Effect, Forgotten, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.state import NOT_APPLIED, RECENT_KEYS, ChangeKind, Expired, Status, TimerState
+from streams.state import RECENT_KEYS, ChangeKind, Expired, Status, TimerState
 
 Result = tuple[TimerState | None, list[Effect]]
 Changed = tuple[TimerState, list[Effect]]
@@ -63,9 +64,14 @@ def event_key(env: ev.Envelope) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
+def position(env: ev.Envelope) -> tuple[int, int, int]:
+    """Where `env` sits in the log's order of its partition number (see streams/order.py)."""
+    return (env.log_ms, env.topic_index, env.offset)
+
+
 def already_applied(state: TimerState, env: ev.Envelope) -> bool:
-    """Is `env` a record this timer has seen change it (or an earlier one of the same topic)?"""
-    return env.topic_index >= 0 and env.offset <= state.applied[env.topic_index]
+    """Was `env` folded before the input that made the stored version (a redelivery)?"""
+    return env.topic_index >= 0 and position(env) <= state.changed_by
 
 
 def apply(state: TimerState | None, env: ev.Envelope, rules: Rules = NO_LATENESS) -> Result:
@@ -104,12 +110,6 @@ def _audit(env: ev.Envelope, action: str, version: int | None, reason: str | Non
     return Audited(action, env.auction_id, version, env.id, env.type, env.traceparent, reason, detail)
 
 
-def _applied(applied: tuple[int, ...], env: ev.Envelope) -> tuple[int, ...]:
-    if env.topic_index < 0:
-        return applied
-    return (*applied[: env.topic_index], env.offset, *applied[env.topic_index + 1 :])
-
-
 def _changed(
     state: TimerState, env: ev.Envelope, key: int, kind: ChangeKind, status: Status, **fields: Any
 ) -> TimerState:
@@ -122,7 +122,7 @@ def _changed(
         traceparent=env.traceparent,
         last_event_id=env.id,
         recent_keys=keys,
-        applied=_applied(state.applied, env),
+        changed_by=position(env),
         updated_at_ms=env.log_ms,
         last_change=kind,
         **fields,
@@ -179,7 +179,7 @@ def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarte
         traceparent=env.traceparent,
         last_event_id=env.id,
         recent_keys=(key,),
-        applied=_applied(NOT_APPLIED, env),
+        changed_by=position(env),
         updated_at_ms=env.log_ms,
         last_change="registered",
     )

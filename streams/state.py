@@ -13,7 +13,6 @@ Status = Literal["scheduled", "running", "ended", "cancelled"]
 ChangeKind = Literal["registered", "started", "extended", "completed", "cancelled"]
 LIVE: frozenset[str] = frozenset({"scheduled", "running"})
 RECENT_KEYS = 8  # upstream event keys remembered against duplicates, newest last
-NOT_APPLIED: tuple[int, ...] = (-1, -1, -1, -1)  # no input of any topic applied yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +33,11 @@ class TimerState:
     last_event_id: str  # the input that produced this version
     # Hashes of (source, type, id) of the upstream events that changed this timer, for duplicates.
     recent_keys: tuple[int, ...]
-    # Per input topic (INPUT_TOPICS order), the offset of the last record that changed this timer:
-    # a record at or below it was applied already (it is being delivered again after a crash).
-    applied: tuple[int, ...]
+    # Where the input that made this version sits in the log's order (log time, topic rank,
+    # offset). The worker folds an auction's inputs in that order and stores a version only after
+    # everything before it was published, so an input ordered at or before it was folded already
+    # (it is being delivered again after a crash) and must change and publish nothing.
+    changed_by: tuple[int, int, int]
     updated_at_ms: int  # log time of the latest change
     last_change: ChangeKind
     ended_at_ms: int | None = None
@@ -111,7 +112,7 @@ def decode_state(raw: bytes) -> TimerState:
     doc = orjson.loads(raw)
     doc["policy"] = Policy(**doc["policy"])
     doc["recent_keys"] = tuple(doc["recent_keys"])
-    doc["applied"] = tuple(doc["applied"])
+    doc["changed_by"] = tuple(doc["changed_by"])
     return TimerState(**doc)
 
 
