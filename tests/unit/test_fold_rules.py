@@ -105,7 +105,7 @@ def test_an_input_delivered_again_after_a_crash_changes_and_emits_nothing() -> N
     assert extended is not None and extended.version == 2
     again, effects = apply(extended, extending)  # same topic, same offset
     assert again is extended and effects == []
-    earlier = placed("a1", T0 + 59_100, offset=extending.offset - 1)  # an older record of that partition
+    earlier = placed("a1", T0 + 58_900, offset=extending.offset - 1)  # an older record of that partition
     assert apply(extended, earlier) == (extended, [])
 
 
@@ -222,7 +222,7 @@ def test_cancel_ends_a_live_timer_once_at_the_log_time() -> None:
         T0 + 5,
     )
     assert kinds(effects) == ["changed:cancelled", "audit:cancelled:fraud", "track:auction_timer_cancelled"]
-    again, effects = apply(cancelled, envelope(ev.AuctionCancelled("a1", "again", "admin-7")))
+    again, effects = apply(cancelled, envelope(ev.AuctionCancelled("a1", "again", "admin-7"), log_ms=T0 + 10))
     assert again is cancelled and kinds(effects) == ["audit:cancel_ignored:already_cancelled"]
     bid_after, effects = apply(cancelled, placed("a1", T0 + 10))
     assert bid_after is cancelled and kinds(effects) == ["audit:bid_ignored:auction_cancelled"]
