@@ -31,7 +31,7 @@ from streams.delivery import Delivery, Outgoing
 from streams.effects import TimerChanged
 from streams.engine import Engine
 from streams.faust_batches import BatchMessage, acknowledge, batch_transport
-from streams.faust_store import FaustStore
+from streams.faust_store import FaustStore, VersionedTable
 from streams.log_probe import KafkaLogProbe
 from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
 from streams.outputs import Record
@@ -98,6 +98,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         # (they were never acknowledged, so the partition's next owner folds them).
         stream_wait_empty=False,
         web_enabled=False,
+        Table=VersionedTable,
     )
     # Keys and values stay raw bytes: the changelog holds the auction_id and the state's JSON,
     # readable by replay and by operators without Faust. (A bytes key_type is what makes a
@@ -139,9 +140,15 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     states = processor.states
     assert isinstance(states, StateCache)
 
-    async def on_change(change: TimerChanged) -> None:
-        await scheduler.on_change(change.state)
-        reconciler.on_change(change.state)
+    def on_changes(changes: list[TimerChanged]) -> None:
+        for change in changes:
+            scheduler.on_change(change.state)
+            reconciler.on_change(change.state)
+
+    def on_fatal(exc: BaseException) -> None:
+        # The fold or a partition's way out broke: nothing more of it can be acknowledged, so
+        # the worker stops and the partitions' next owner folds the unacknowledged inputs again.
+        asyncio.get_running_loop().create_task(app.crash(exc))
 
     def consumer_tps(tps: list[Any]) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in tps}
@@ -149,7 +156,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     probe = KafkaLogProbe(settings.kafka_bootstrap, settings.app_id, **kafka_options)
     engine = Engine(
         processor, states, delivery, probe, changelog,
-        on_change, reconciler.request,
+        on_changes, reconciler.request, on_fatal,
         pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
         resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
     )  # fmt: skip
@@ -159,7 +166,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             assert isinstance(message, BatchMessage)
-            await engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
+            engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}

@@ -36,6 +36,11 @@ MAX_DURATION_MS = 366 * 24 * 3600 * 1000
 FUTURE_TOLERANCE_MS = 2_000
 # A bid the upstream service held back this long is no longer evidence of when it was placed.
 MAX_BID_DELAY_MS = 60_000
+# RFC 3339 date-time with a zone; fromisoformat alone also takes ISO 8601's other forms
+# (basic "20261130T1010Z", week dates), which the contract does not allow.
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     topics.AUCTION_STARTED: (ev.AUCTION_STARTED,),
@@ -192,7 +197,7 @@ PAYLOADS: dict[str, Callable[[Mapping[str, Any], int], ev.Payload]] = {
 def parse_time_ms(value: str) -> int:
     """RFC 3339 -> epoch ms; raises InvalidEvent when it is not one with a zone."""
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper()) if RFC3339.fullmatch(value) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:

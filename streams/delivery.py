@@ -19,11 +19,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    InvalidProducerEpoch,
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RecordTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownProducerId,
     UnsupportedVersionError,
 )
 from aiokafka.structs import RecordMetadata
@@ -40,6 +44,8 @@ PERMANENT = (
     InvalidTopicError,
     UnsupportedVersionError,
 )
+# What leaves an idempotent producer's sequence numbers unusable: only a new producer goes on.
+POISONED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 RETRY_FIRST_S = 0.2
 
 
@@ -61,8 +67,8 @@ RETRY_MAX_S = 15.0
 
 
 class Delivery:
-    """One idempotent producer, started lazily in the running loop and replaced after a failure
-    (a failed idempotent batch can leave its sequence numbers unusable)."""
+    """One idempotent producer, started lazily in the running loop and replaced only when an error
+    left its sequence numbers unusable (a timeout or a refused record does not)."""
 
     def __init__(self, bootstrap: str, linger_ms: int = 5, **client_options: Any) -> None:
         self._options: dict[str, Any] = {
@@ -103,10 +109,11 @@ class Delivery:
         todo = list(range(len(records)))
         delay = RETRY_FIRST_S
         while todo:
-            producer = await self.producer()
             failed: list[int] = []
             futures: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
+            broken = False
             try:
+                producer = await self.producer()  # starting one fails too while Kafka is away
                 for index in todo:
                     futures.append((index, await self._send(producer, records[index])))
             except KafkaError as exc:
@@ -118,8 +125,10 @@ class Delivery:
                 except KafkaError as exc:
                     self._failed(exc, records[index].topic)
                     failed.append(index)
+                    broken = broken or isinstance(exc, POISONED)
             if failed:
-                await self._reset(producer)
+                if broken:
+                    await self._reset(producer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             todo = sorted(failed)

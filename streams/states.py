@@ -93,9 +93,9 @@ class StateCache:
         taken, self._unwritten = self._unwritten, {}
         return taken
 
-    def written(self, key: bytes, value: Stored) -> None:
-        """The changelog has `value`: write it through to the store."""
-        self.raw.put(key, self.partition_of(key), encode_stored(value))
+    def written(self, key: bytes, value: Stored, encoded: bytes | None) -> None:
+        """The changelog has `value` (as `encoded`): write it through to the store."""
+        self.raw.put(key, self.partition_of(key), encoded)
         if key in self._dirty and self._dirty[key] is value:
             del self._dirty[key]
             if isinstance(value, TimerState):
