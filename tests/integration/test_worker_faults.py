@@ -14,6 +14,7 @@ from infra.kafka_server import KafkaCluster
 from infra.redis_server import RedisServer
 from streams import events as ev
 from streams import topics
+from tests.support.committed import committed_to_end
 from tests.support.events import now_ms, record
 from tests.support.kafka import TopicWatcher, kafka_io, produce, stable_members
 from tests.support.stack import APP_ID, Stack
@@ -152,3 +153,30 @@ async def test_a_broker_dies_under_the_worker_and_nothing_is_lost(
             print(f"broker killed mid-run: max lateness {max(lateness.values())} ms")
     finally:
         stack.stop_all()
+
+
+async def test_a_fold_that_breaks_stops_the_worker_and_its_inputs_are_folded_again(stack: Stack) -> None:
+    """A failure outside any record (a bug, memory) leaves the table not known good: the worker
+    folds nothing more and exits non-zero, nothing of the failed pass is published or committed,
+    and the restarted worker folds the input again, once."""
+    inject = Path(__file__).parents[1] / "support" / "inject"
+    root = Path(__file__).parents[2]
+    broken = stack.start_worker(
+        "w", AUCTION_TIMER_WORKER_ID="worker-a", PYTHONPATH=f"{inject}:{root}", AUCTION_TEST_BREAK_FOLD_AFTER="0"
+    )
+    async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
+        await produce(producer, record(ev.AuctionStarted("broken-1", now_ms(), now_ms() + 600_000, POLICY, "m")))
+
+        async def exited() -> bool:
+            return not broken.running()
+
+        await eventually(exited, 60, "the broken worker to exit")
+        assert broken.popen is not None and broken.popen.returncode != 0
+        assert "injected by tests/support/inject" in broken.log_path.read_text()
+        assert not watch.docs(topics.TIMER_EVENTS)  # the failed pass published nothing
+
+        stack.start_worker("w", AUCTION_TIMER_WORKER_ID="worker-a")
+        await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["auction_id"] == "broken-1", 60)
+        await eventually(lambda: committed_to_end(stack.kafka.bootstrap), 60, "the registration committed")
+        [registered] = watch.docs(topics.TIMER_EVENTS)
+        assert (registered["data"]["kind"], registered["data"]["version"]) == ("registered", 1)
