@@ -84,7 +84,10 @@ class Watch:
         return bool(group["state"] == "Stable" and group["members"])
 
     async def committed(self) -> dict[TopicPartition, int]:
-        offsets = await self.admin.list_consumer_group_offsets(self.group, partitions=list(self.inputs_end))
+        try:
+            offsets = await self.admin.list_consumer_group_offsets(self.group, partitions=list(self.inputs_end))
+        except KafkaError:  # no coordinator for the group yet
+            return {}
         return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def committed_to_end(self) -> bool:
