@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import cpu_ms, stack, summary, write
+from bench.common import cpu_ms, machine_busy_ms, stack, summary, write
 from bench.ingest_watch import Watch, input_ends, until
 from bench.timers import register
 from infra.process import ServerProcess
@@ -65,9 +65,11 @@ async def window(
             await until(lambda: first_round(w, auctions), 300, "a first round of ticks", proc.running)
         await asyncio.sleep(TICK_S + 1)  # every auction's periodic ticks have begun
         base, cpu0, broker0, t0 = await w.gained(), cpu_ms(proc.pid), cpu_ms(broker_pid), time.monotonic()
+        busy0 = machine_busy_ms()
         start_offsets = await w.consumer.end_offsets(w.output_tps)
         await asyncio.sleep(WINDOW_S)  # the measured window
         after, cpu1, broker1, t1 = await w.gained(), cpu_ms(proc.pid), cpu_ms(broker_pid), time.monotonic()
+        busy1 = machine_busy_ms()
         end_offsets = await w.consumer.end_offsets(w.output_tps)
     ticks = after[topic] - base[topic]
     return {
@@ -76,6 +78,7 @@ async def window(
         "ticks_per_s": round(ticks / (t1 - t0)),
         "cpu_ms": cpu1 - cpu0,
         "broker_cpu_ms": broker1 - broker0,
+        "others_cores_busy": round((busy1 - busy0 - (cpu1 - cpu0) - (broker1 - broker0)) / ((t1 - t0) * 1000), 2),
         "tick_delay_ms": await tick_delays(bootstrap, start_offsets, end_offsets),
     }
 
