@@ -50,8 +50,8 @@ def rows(load: Load) -> list[tuple[str, str, str]]:
                     f"{ticks['tick_interval_s']} s (table below)", "their cost must not dominate",
                     f"{mine['ticks_per_s']:,} ticks/s; worker {mine['worker_cpu_us_per_tick_net_of_idle']} µs, broker "
                     f"{mine['broker_cpu_us_per_tick_net_of_idle']} µs a tick net of idle "
-                    f"({ratio(mine['worker_cpu_us_per_tick'], plain['worker_cpu_us_per_tick'])} a plain loop's "
-                    f"worker CPU); delay p99 {ms(delay['p99'])}; {shared(mine)}"))  # fmt: skip
+                    f"({ratio(mine['worker_cpu_us_per_tick_net_of_idle'], plain['worker_cpu_us_per_tick'])} a plain "
+                    f"loop's CPU); delay p99 {ms(delay['p99'])}; {shared(mine)}"))  # fmt: skip
     return out
 
 
