@@ -59,7 +59,8 @@ def summarize(path: Path, seconds: float, top: int = 25) -> dict[str, Any]:
 
     return {
         "samples": total,
-        "busy_share_of_wall_time_pct": round(100 * total / max(1.0, seconds * RATE_HZ), 1),
+        # Above 100 when several threads were busy (each thread is sampled).
+        "non_idle_samples_pct_of_one_thread": round(100 * total / max(1.0, seconds * RATE_HZ), 1),
         "self_pct": shares(own),
         "inclusive_pct": shares(inclusive),
     }

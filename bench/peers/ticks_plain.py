@@ -2,10 +2,10 @@
 
 `python bench/peers/ticks_plain.py BOOTSTRAP TOPIC INTERVAL_S` folds the registrations in
 offers.auction.started (our processor over in-memory states, as the worker does), then sends a
-tick of every live auction every INTERVAL_S, each auction in its own phase (one interval after
-it was folded), built by `streams.outputs.tick` and sent to TOPIC with the worker's tick
-producer settings (acks=all, idempotent, linger 10 ms), every result checked; until SIGTERM.
-What it does per tick is the least any tick sender does: a heap pop, a record, a send."""
+tick of every live auction every INTERVAL_S, the auctions' phases spread evenly over it, built
+by `streams.outputs.tick` and sent to TOPIC with the worker's tick producer settings (acks=all,
+idempotent, linger 10 ms), every result checked; until SIGTERM. What it does per tick is the
+least any tick sender does: a heap pop, a record, a send."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ async def tick(bootstrap: str, topic: str, interval_ms: int, stop: asyncio.Event
 
     try:
         now = wall_ms()
-        due = [(now + interval_ms, i, 1) for i in range(len(states))]
+        due = [(now + interval_ms * (i + 1) // len(states), i, 1) for i in range(len(states))]
         heapq.heapify(due)
         while not stop.is_set() and not failed:
             now = wall_ms()
