@@ -2,8 +2,8 @@
 
 `python bench/peers/ticks_plain.py BOOTSTRAP TOPIC INTERVAL_S` folds the registrations in
 offers.auction.started (our processor over in-memory states, as the worker does), then sends a
-tick of every live auction every INTERVAL_S, the auctions' phases spread evenly over it, built
-by `streams.outputs.tick` and sent to TOPIC with the worker's tick producer settings (acks=all,
+tick of every live auction every INTERVAL_S, each in the phase of its fold, built by
+`streams.outputs.tick` and sent to TOPIC with the worker's tick producer settings (acks=all,
 idempotent, linger 10 ms), every result checked; until SIGTERM. What it does per tick is the
 least any tick sender does: a heap pop, a record, a send."""
 
@@ -57,7 +57,9 @@ async def tick(bootstrap: str, topic: str, interval_ms: int, stop: asyncio.Event
 
     try:
         now = wall_ms()
-        due = [(now + interval_ms * (i + 1) // len(states), i, 1) for i in range(len(states))]
+        # Each auction's phase is when it was folded, as in the worker; here every one was folded
+        # before the first tick, so they tick together: one burst, one batch of sends an interval.
+        due = [(now + interval_ms, i, 1) for i in range(len(states))]
         heapq.heapify(due)
         while not stop.is_set() and not failed:
             now = wall_ms()
