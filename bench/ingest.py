@@ -134,7 +134,7 @@ async def verify(bootstrap: str, c: Contender, replayed: Replayed) -> dict[str, 
     }
 
 
-def figures(c: Contender, bids: int, launched: float, w: Window) -> dict[str, Any]:
+def figures(bids: int, launched: float, w: Window) -> dict[str, Any]:
     seconds = w.ended.at - w.started.at
     cpu = w.ended.cpu_ms - w.started.cpu_ms
     broker = w.ended.broker_cpu_ms - w.started.broker_cpu_ms
@@ -182,7 +182,7 @@ def run_one(s: Stack, c: Contender, bids: int, replayed: Replayed, profile: set[
         for p in profiler:
             p.stop()
         proc.stop()
-    result = {"contender": c.name, **figures(c, bids, launched, window), **asyncio.run(verify(bootstrap, c, replayed))}
+    result = {"contender": c.name, **figures(bids, launched, window), **asyncio.run(verify(bootstrap, c, replayed))}
     if profiler:
         result["profile"] = summarize(profiler[0].out, window.ended.at - window.started.at)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode(), flush=True)
