@@ -18,6 +18,20 @@ from infra.redis_server import RedisServer
 from tests.support.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CLOCK_TICK_MS = 1_000 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/<pid>/stat's CPU times
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system, every thread) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_MS  # utime, stime
+
+
+def machine_busy_ms() -> float:
+    """CPU time every process on the machine has used (all cores), from /proc/stat: measured
+    around a window, minus what the processes under test used, it is what shared the cores."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) * CLOCK_TICK_MS
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -42,6 +56,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1m_at_end": os.getloadavg()[0],
     }
 
 

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import report_worker
+from bench.report_worker import ms
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("clients", "timers", "ingest", "storm", "fanout", "catalogue", "recovery", "scale")
+BENCHES = ("clients", "timers", "ticks", "ingest", "storm", "fanout", "catalogue", "recovery", "scale")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -20,27 +23,10 @@ def load(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
-
-
 def rows() -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
-    timers, ingest, fanout = load("timers"), load("ingest"), load("fanout")
-    clients, recovery = load("clients"), load("recovery")
-    if timers:
-        lat = timers["completion_lateness_ms"]
-        out.append((f"Completion lateness, {timers['auctions']:,} concurrent auctions, one worker",
-                    "p99 ≤ 25 ms, max ≤ 1 s", f"p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}; "
-                    f"lost {timers['lost_completions']}"))  # fmt: skip
-        delay = timers["tick_delay_ms"]
-        gap = ms(timers["max_gap_between_ticks_ms"])
-        out.append(("Tick delay (periodic ticks)", "p99 ≤ 50 ms; every auction ≤ 15 s apart",
-                    f"p99 {ms(delay['p99'])}, max {ms(delay['max'])}; largest gap {gap}"))  # fmt: skip
-    if ingest:
-        out.append(("Bids folded per worker process", "≥ 10,000/s",
-                    f"{ingest['bids_per_second_steady'] or ingest['bids_per_second_overall']:,}/s steady "
-                    f"({ingest['bids']:,} bids, 5% extending)"))  # fmt: skip
+    fanout, clients, recovery = load("fanout"), load("clients"), load("recovery")
+    out += report_worker.rows(load)
     for phase in fanout.get("phases", []):
         target = "p99 ≤ 25 ms" if phase["subscribers"] <= 1_000 else "p99 ≤ 150 ms; loop lag p99 ≤ 10 ms"
         lat = phase["delivery_latency_ms"]
@@ -108,6 +94,7 @@ def table() -> str:
         "| target | goal | measured |",
         "|---|---|---|",
         *(f"| {a} | {b} | {c} |" for a, b, c in rows()),
+        *(f"\n{section}" for section in report_worker.sections(load)),
     ]
     return "\n".join(lines)
 
