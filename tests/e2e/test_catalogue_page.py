@@ -16,7 +16,7 @@ import aiohttp
 from playwright.async_api import Browser, Page, WebSocket
 
 from streams import events as ev
-from tests.support.browser import SKEW_DATE, js
+from tests.support.browser import TEN_MINUTES_MS, js, new_page
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.stack import ROOT, Stack
@@ -59,8 +59,7 @@ async def test_the_catalogue_shows_live_auctions_over_one_socket(stack: Stack, b
 
         await eventually(listed, 60, "every auction in the listing")
 
-        page = await browser.new_page(viewport={"width": 1100, "height": 900})
-        await page.add_init_script(SKEW_DATE)
+        page = await new_page(browser, TEN_MINUTES_MS, viewport={"width": 1100, "height": 900})
         sockets: list[WebSocket] = []
         frames_sent: list[str] = []
 
@@ -144,7 +143,7 @@ async def test_the_catalogue_reconnects_and_polls_like_the_countdown_page(stack:
     ends = {f"down-{i}": start + 300_000 + i * 1_000 for i in range(5)}
     async with kafka_io(stack.kafka.bootstrap) as (producer, _):
         await produce(producer, *(record(ev.AuctionStarted(a, start, e, POLICY, "m")) for a, e in ends.items()))
-    page = await browser.new_page()
+    page = await new_page(browser, -TEN_MINUTES_MS)
     subscribed: list[list[str]] = []  # the auctions each socket subscribed, by socket
 
     def opened(ws: WebSocket) -> None:
