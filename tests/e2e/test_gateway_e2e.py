@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from streams import events as ev
 from tests.support.contracts import check_asyncapi
@@ -61,6 +62,7 @@ async def test_registration_ticks_extension_and_completion_reach_the_socket(stac
     assert versions == sorted(versions)  # never backwards
 
 
+@pytest.mark.slow
 async def test_a_thousand_subscribers_get_every_tick_in_order(stack: Stack) -> None:
     stack.start_worker()
     _, base = stack.start_gateway(AUCTION_TIMER_WS_MAX_PER_ADDRESS="2000", AUCTION_TIMER_WS_SEND_QUEUE="256")

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
@@ -18,6 +19,8 @@ from tests.support.kafka import kafka_io, produce
 from tests.support.projection import table_and_mismatches
 from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow  # fault drills: Redis flushed, stopped, failed over; a worker restarted
 
 # Window as long as the extension: every bid while the auction runs extends it again.
 LONG = ev.Policy(soft_close_window_ms=900_000, extension_ms=900_000, max_extension_ms=86_400_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from redis.sentinel import Sentinel
 
 from infra.redis_server import MASTER_NAME, RedisSentinelGroup, RedisServer
@@ -18,6 +19,7 @@ def test_standalone_read_write(redis_server: RedisServer, key_prefix: str) -> No
     client.delete(f"{key_prefix}h")
 
 
+@pytest.mark.slow
 def test_sentinel_failover_promotes_replica(redis_sentinel: RedisSentinelGroup, key_prefix: str) -> None:
     sentinel = Sentinel(
         [("127.0.0.1", p) for p in redis_sentinel.sentinel_ports],
