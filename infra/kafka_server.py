@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import shutil
 import signal
 import ssl
@@ -282,7 +283,9 @@ class KafkaCluster:
 
 
 def count_brokers(bootstrap: str, **client_options: Any) -> int:
-    """Brokers a metadata request at `bootstrap` returns; 0 when nobody answers yet."""
+    """Brokers a metadata request at `bootstrap` returns; 0 when nobody answers yet. A booting
+    broker refuses connections, which aiokafka logs as errors: silenced here, where refusal is
+    the expected answer (a caller that waits too long says so itself)."""
 
     async def probe() -> int:
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client_options)
@@ -294,4 +297,10 @@ def count_brokers(bootstrap: str, **client_options: Any) -> int:
         finally:
             await client.close()
 
-    return asyncio.run(probe())
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(probe())
+    finally:
+        aiokafka_log.setLevel(level)
