@@ -8,14 +8,16 @@ import aiohttp
 import pytest
 
 from streams import events as ev
+from streams import topics
 from tests.support.contracts import check_asyncapi
 from tests.support.events import now_ms, record
 from tests.support.gateway import Recorder
-from tests.support.kafka import kafka_io, produce
+from tests.support.kafka import kafka_io, produce, worker_folding
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
 POLICY = ev.Policy(soft_close_window_ms=2_000, extension_ms=3_000, max_extension_ms=60_000)
+ENDS_IN_MS = 8_000
 
 
 def ws_url(base: str, auction_id: str) -> str:
@@ -33,27 +35,35 @@ def assert_numbered(messages: list[dict]) -> None:
 async def test_registration_ticks_extension_and_completion_reach_the_socket(stack: Stack) -> None:
     stack.start_worker()
     _, base = stack.start_gateway()
-    async with aiohttp.ClientSession() as session, kafka_io(stack.kafka.bootstrap) as (producer, _):
+    async with (
+        aiohttp.ClientSession() as session,
+        kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch),
+    ):
+        await worker_folding(producer, watch)
         socket = Recorder(await session.ws_connect(ws_url(base, "e2e-1"))).start()
-        snapshot = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("snapshot")), 10, "the snapshot")
+        snapshot = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("snapshot")), 30, "the snapshot")
         assert snapshot[0]["state"] is None  # not registered yet; the socket stays open for it
+        # The auction's times are counted from now, with a worker already folding: the bid below
+        # has ENDS_IN_MS to get folded before the deadline, which is plenty.
         start = now_ms()
-        await produce(producer, record(ev.AuctionStarted("e2e-1", start, start + 5_000, POLICY, "maker-1")))
-        await eventually(lambda: asyncio.sleep(0, result=len(socket.of_type("tick")) >= 2), 60, "ticks")
-        placed = start + 3_500
-
-        async def in_window() -> bool:
-            return now_ms() >= placed
-
-        await eventually(in_window, 10, "the soft-close window")
+        ends = start + ENDS_IN_MS
+        await produce(producer, record(ev.AuctionStarted("e2e-1", start, ends, POLICY, "maker-1")))
+        await eventually(lambda: asyncio.sleep(0, result=socket.of_type("registered")), 30, "registered")
+        # A bid in the soft-close window, by its own time (the fold reads time from the events).
+        placed = ends - 1_000
         await produce(producer, record(ev.BidPlaced("e2e-1", "b-1", "bidder-1", "10", placed)))
-        [extended] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("extended")), 10, "extended")
-        assert extended["ends_at_ms"] == placed + 3_000
-        [completed] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("completed")), 15, "completed")
+        [extended] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("extended")), 30, "extended")
+        assert (extended["ends_at_ms"], extended["version"]) == (placed + 3_000, 2)
+        [completed] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("completed")), 60, "completed")
         assert completed["status"] == "ended" and completed["version"] == 3
-        assert 0 <= completed["ended_at_ms"] - (placed + 3_000) <= 1_000
+        assert completed["ends_at_ms"] == placed + 3_000 <= completed["ended_at_ms"]  # never early
+        print(f"completed {completed['ended_at_ms'] - completed['ends_at_ms']} ms after its end")
         await socket.stop()
 
+    # Ticks came while it ran (one a second, for 11 s), each with the state of its moment.
+    ticks = socket.of_type("tick")
+    assert len(ticks) >= 2
+    assert all(t["ends_at_ms"] in (ends, placed + 3_000) and t["status"] == "running" for t in ticks)
     assert_numbered(socket.messages)
     check_asyncapi("WsSnapshot", socket.messages[0])
     for message in socket.messages[1:]:
