@@ -89,7 +89,7 @@ async def test_a_thousand_subscribers_get_every_tick_in_order(stack: Stack) -> N
         async def everyone_has_five_ticks() -> bool:
             return all(len(r.of_type("tick")) >= 5 for r in recorders)
 
-        await eventually(everyone_has_five_ticks, 60, "five ticks on every one of 1,000 sockets")
+        await eventually(everyone_has_five_ticks, 120, "five ticks on every one of 1,000 sockets")
         await asyncio.gather(*(r.stop() for r in recorders))
     for r in recorders:
         assert_numbered(r.messages)
