@@ -39,8 +39,8 @@ unit: deps
 
 # Lint, type check and the whole suite (unit, functional, integration, end to end), measuring
 # branch coverage in the tests and in every service process they start (pyproject's
-# [tool.coverage.*]); prints the per-module report, the page script's coverage, and fails when
-# streams/, projections/ or app/ is under 85%.
+# [tool.coverage.*]); prints the per-module report and the pages' scripts' coverage, and fails
+# when streams/, projections/, app/ or app/static/*.js is under 85%.
 test: lint typecheck
 	rm -f .coverage .coverage.*
 	$(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)

@@ -36,9 +36,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The page script's coverage, when browser tests ran (Python's is pytest-cov's report)."""
+    """The pages' scripts' coverage, when browser tests ran (Python's is pytest-cov's report)."""
     if jscoverage.RAW.exists():
-        terminalreporter.write_sep("-", "coverage of the page's scripts (Chromium block coverage)")
+        terminalreporter.write_sep("-", "coverage of the pages' scripts (Chromium block coverage)")
         terminalreporter.write_line(jscoverage.report(jscoverage.measure()))
 
 

@@ -4,6 +4,7 @@ and whose scripts' block coverage is counted (tests/support/jscoverage.py)."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,3 +66,12 @@ async def chromium() -> AsyncIterator[Browser]:
 
 async def js(page: Page, expression: str) -> Any:
     return await page.evaluate(expression)
+
+
+async def device_clock_is_off_by(page: Page, wall_clock: str, skew_ms: int) -> bool:
+    """Does the page's `wall_clock` expression read this machine's clock plus `skew_ms`, at some
+    instant between our two readings of it (give or take the millisecond Date rounds to)?"""
+    before = time.time() * 1000
+    read = await js(page, wall_clock)
+    after = time.time() * 1000
+    return bool(before - 1 <= read - skew_ms <= after + 1)

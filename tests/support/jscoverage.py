@@ -1,4 +1,4 @@
-"""Block coverage of the page's scripts (app/static/*.js) from Chromium's own profiler, through
+"""Block coverage of the pages' scripts (app/static/*.js) from Chromium's own profiler, through
 the DevTools protocol (a Playwright CDP session): each browser test saves what V8 counted, and
 the test run ends with a report of the lines and blocks no test reached (tests/conftest.py).
 
