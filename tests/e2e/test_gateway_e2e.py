@@ -12,7 +12,7 @@ from streams import topics
 from tests.support.contracts import check_asyncapi
 from tests.support.events import now_ms, record
 from tests.support.gateway import Recorder
-from tests.support.kafka import kafka_io, produce, worker_folding
+from tests.support.kafka import kafka_io, produce, produce_bid_placed_at, worker_folding
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
@@ -43,15 +43,14 @@ async def test_registration_ticks_extension_and_completion_reach_the_socket(stac
         socket = Recorder(await session.ws_connect(ws_url(base, "e2e-1"))).start()
         snapshot = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("snapshot")), 30, "the snapshot")
         assert snapshot[0]["state"] is None  # not registered yet; the socket stays open for it
-        # The auction's times are counted from now, with a worker already folding: the bid below
-        # has ENDS_IN_MS to get folded before the deadline, which is plenty.
+        # The auction's times are counted from now, with a worker already folding.
         start = now_ms()
         ends = start + ENDS_IN_MS
         await produce(producer, record(ev.AuctionStarted("e2e-1", start, ends, POLICY, "maker-1")))
         await eventually(lambda: asyncio.sleep(0, result=socket.of_type("registered")), 30, "registered")
-        # A bid in the soft-close window, by its own time (the fold reads time from the events).
-        placed = ends - 1_000
-        await produce(producer, record(ev.BidPlaced("e2e-1", "b-1", "bidder-1", "10", placed)))
+        # A bid at the start of the soft-close window: it has the window (and a lead) to reach the log.
+        placed = ends - POLICY.soft_close_window_ms
+        await produce_bid_placed_at(producer, "e2e-1", placed)
         [extended] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("extended")), 30, "extended")
         assert (extended["ends_at_ms"], extended["version"]) == (placed + 3_000, 2)
         [completed] = await eventually(lambda: asyncio.sleep(0, result=socket.of_type("completed")), 60, "completed")
@@ -60,7 +59,7 @@ async def test_registration_ticks_extension_and_completion_reach_the_socket(stac
         print(f"completed {completed['ended_at_ms'] - completed['ends_at_ms']} ms after its end")
         await socket.stop()
 
-    # Ticks came while it ran (one a second, for 10 s), each carrying a state the auction had.
+    # Ticks came while it ran (one a second, for 9 s), each carrying a state the auction had.
     ticks = socket.of_type("tick")
     assert len(ticks) >= 2
     had = {(1, ends), (2, placed + 3_000), (3, placed + 3_000)}

@@ -20,7 +20,7 @@ from app.client.watch import watch
 from streams import events as ev
 from streams import topics
 from tests.support.events import now_ms, record
-from tests.support.kafka import kafka_io, produce, worker_folding
+from tests.support.kafka import kafka_io, produce, produce_bid_placed_at, worker_folding
 from tests.support.stack import ROOT, Stack
 from tests.support.waiting import eventually
 
@@ -44,25 +44,26 @@ async def test_follows_an_auction_through_an_extension_to_its_end(stack: Stack) 
         seen: list[object] = []
         errors: list[tuple[float, float]] = []  # (error, allowed)
         truth_end = ends = placed = 0
+        bidding: asyncio.Task[None] | None = None
         async with asyncio.timeout(120):
             async for event in client.events():
                 seen.append(event)
                 if event == ConnectionChanged("live") and not ends:
-                    # Times counted from a live client and a folding worker: the bid below has
-                    # ENDS_IN_MS to get folded before the deadline, which is plenty.
+                    # Times counted from a live client and a folding worker; a bid at the start of
+                    # the soft-close window has the window (and a lead) to reach the log.
                     start = now_ms()
                     truth_end = ends = start + ENDS_IN_MS
                     await produce(producer, record(ev.AuctionStarted("py-1", start, ends, POLICY, "maker-1")))
+                    placed = ends - POLICY.soft_close_window_ms
+                    bidding = asyncio.create_task(produce_bid_placed_at(producer, "py-1", placed))
                 remaining = client.remaining_ms("py-1")
                 if isinstance(event, Updated) and remaining is not None and event.status == "running":
                     errors.append((abs(remaining - (truth_end - now_ms())), allowed_error_ms(client, 100)))
-                    if not placed:  # a bid in the soft-close window, by its own time
-                        placed = ends - 1_000
-                        await produce(producer, record(ev.BidPlaced("py-1", "b-1", "u-1", "9", placed)))
                 if isinstance(event, cd.Extended):
                     truth_end = event.ends_at_ms
                 if isinstance(event, cd.Ended):
                     break
+    assert bidding is not None and bidding.done()
     kinds = [type(e).__name__ for e in seen]
     assert "Extended" in kinds and kinds[-1] == "Ended"
     assert kinds.index("Extended") < kinds.index("Ended")
@@ -137,7 +138,8 @@ async def test_follows_several_auctions_over_one_connection(stack: Stack) -> Non
         seen: list[object] = []
         errors: list[tuple[float, float]] = []  # (error, allowed)
         sockets: set[float] = set()
-        placed = 0
+        placed = truth["py-b"] - POLICY.soft_close_window_ms  # the start of py-b's soft-close window
+        bidding = asyncio.create_task(produce_bid_placed_at(producer, "py-b", placed))
         async with asyncio.timeout(120):
             async for event in client.events():
                 seen.append(event)
@@ -149,13 +151,11 @@ async def test_follows_several_auctions_over_one_connection(stack: Stack) -> Non
                     )
                     if len(sockets) < 3:
                         sockets.add(await connections(base))
-                    if not placed:  # a bid in py-b's soft-close window, by its own time
-                        placed = truth["py-b"] - 1_000
-                        await produce(producer, record(ev.BidPlaced("py-b", "b-1", "u-1", "9", placed)))
                 if isinstance(event, cd.Extended):
                     truth[event.auction_id] = event.ends_at_ms
                 if isinstance(event, cd.Ended) and client.all_ended():
                     break
+    assert bidding.done()
     assert sockets == {1.0}  # one WebSocket for the three
     assert [(e.auction_id, e.ends_at_ms) for e in seen if isinstance(e, cd.Extended)] == [("py-b", placed + 3_000)]
     assert sorted(e.auction_id for e in seen if isinstance(e, cd.Ended)) == ["py-a", "py-b", "py-c"]

@@ -135,11 +135,10 @@ async def test_worker_restart_leaves_projection_and_table_agreeing(stack: Stack)
         ends = await register(producer, watch, "restart", 30, 4_000, ev.Policy(2_000, 2_000, 60_000))
         worker.stop()
         stack.start_worker()
-        # Bids in the soft-close window while the new worker takes over (each extends its auction
-        # if it is folded before the deadline fires, and is audited as late otherwise): either way
-        # all complete, and Redis agrees with the table.
-        for auction_id, end in list(ends.items())[:10]:
-            await produce(producer, record(ev.BidPlaced(auction_id, f"b-{auction_id}", "u", "1", end - 100)))
+        # Bids while the new worker takes over, placed now (one in its auction's soft-close window
+        # extends it): either way all complete, and Redis agrees with the table.
+        for auction_id in list(ends)[:10]:
+            await produce(producer, record(ev.BidPlaced(auction_id, f"b-{auction_id}", "u", "1", now_ms())))
         await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "completed", 120, count=30)
         await whole(stack, client, "restart", 60)
     await client.aclose()

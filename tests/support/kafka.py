@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import events, outputs
+from streams.decode import FUTURE_TOLERANCE_MS
 from streams.topic_admin import described_by_every_broker
 from streams.topics import TIMER_EVENTS
 from streams.tracing import new_traceparent
@@ -141,3 +142,19 @@ async def worker_folding(producer: AIOKafkaProducer, watch: TopicWatcher, timeou
     )  # fmt: skip
     await produce(producer, rec)
     await watch.wait_for(TIMER_EVENTS, lambda d: d["data"]["auction_id"] == auction_id, timeout)
+
+
+async def produce_bid_placed_at(producer: AIOKafkaProducer, auction_id: str, placed_ms: int) -> None:
+    """Produce a bid placed at `placed_ms`, as soon as the decoder accepts that time: it refuses
+    a bid placed more than FUTURE_TOLERANCE_MS after the log takes it (half a second of that is
+    left as a margin). A test bids at the start of an auction's soft-close window this way, which
+    leaves the bid the window's length, plus that lead, to reach the log before the deadline."""
+    lead_ms = FUTURE_TOLERANCE_MS - 500
+
+    async def placeable() -> bool:
+        return time.time_ns() // 1_000_000 >= placed_ms - lead_ms
+
+    await eventually(placeable, (placed_ms - time.time_ns() // 1_000_000) / 1000 + 10, "the bid's time")
+    payload = events.BidPlaced(auction_id, f"b-{uuid.uuid4().hex[:8]}", "bidder-1", "10", placed_ms)
+    now = time.time_ns() // 1_000_000
+    await produce(producer, outputs.input_record(payload, uuid.uuid4().hex, now, new_traceparent(), "tests"))
