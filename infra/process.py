@@ -108,6 +108,26 @@ class ServerProcess:
         return InfraError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
 
 
+def kill_children() -> None:
+    """SIGKILL every child of this process that is still running, with its process group (each
+    ServerProcess leads its own): what a signal may leave when it lands half-way through a
+    start, after the child was forked but before it was recorded."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == me:
+            pid = int(stat.parent.name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:  # forked, not yet in its own session
+                    os.kill(pid, signal.SIGKILL)
+
+
 def gateway_feed_live(base_url: str) -> bool:
     """Does the gateway at `base_url` answer /readyz with its Kafka feed live? From then on it
     misses no tick (a gateway that only answers /healthz may still be fixing its offsets)."""

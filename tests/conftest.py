@@ -10,6 +10,7 @@ tails are printed with the test's report.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -21,13 +22,24 @@ import pytest
 from infra.kafka_server import KafkaCluster, KafkaSecurity
 from infra.redis_server import MASTER_NAME, AclUser, RedisSentinelGroup, RedisServer
 from infra.tls import throwaway_certs
-from tests.support import secure
+from tests.support import jscoverage, secure
 from tests.support.stack import APP_ID, ROOT, Stack
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The Sentinel group's users: one for the fixture, its Sentinels and replication; one for the service.
 SENTINEL_ADMIN = AclUser("admin", "s3cret-for-tests")
 SENTINEL_SERVICE = AclUser("auction-timer", "service-s3cret", "~* +@read +@write +@scripting +@connection")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    shutil.rmtree(jscoverage.RAW, ignore_errors=True)  # the page's coverage is this run's alone
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The pages' scripts' coverage, when browser tests ran (Python's is pytest-cov's report)."""
+    if jscoverage.RAW.exists():
+        terminalreporter.write_sep("-", "coverage of the pages' scripts (Chromium block coverage)")
+        terminalreporter.write_line(jscoverage.report(jscoverage.measure()))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

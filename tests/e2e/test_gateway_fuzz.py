@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streams import events as ev
 from tests.support.events import now_ms, record
 from tests.support.kafka import kafka_io, produce
 from tests.support.stack import ROOT, Stack
+
+pytestmark = pytest.mark.slow  # a load test: schemathesis against the live gateway
 
 
 async def test_schemathesis_finds_no_server_errors_and_no_contract_breaks(stack: Stack, tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ def test_every_alert_links_a_runbook_section_that_exists() -> None:
     anchors = {
         line.lstrip("#").strip().lower().replace(" ", "-") for line in runbook.splitlines() if line.startswith("##")
     }
-    rules = yaml.safe_load((RULES / "rules.yml").read_text())["groups"][0]["rules"]
-    for rule in rules:
+    groups = yaml.safe_load((RULES / "rules.yml").read_text())["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
         if "alert" in rule:
             anchor = rule["annotations"]["runbook"].split("#", 1)[1]
             assert anchor in anchors, f"{rule['alert']} points at a missing runbook section #{anchor}"

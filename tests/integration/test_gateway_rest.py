@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.gateway.context import GATEWAY
+from app.gateway.security import RateLimiter
 from app.gateway.server import build_gateway_app
 from app.settings import Settings
 from infra.kafka_server import KafkaCluster
@@ -76,7 +77,8 @@ async def test_sync_records_drift_and_notes_a_client_newer_than_the_projection(
     await watch.start()
     commands_before = await end_offsets(kafka_module.bootstrap, topics.COMMANDS)
     try:
-        shown = state.ends_at_ms - now_ms() + 800  # the client shows 800 ms too much
+        asked_at = now_ms()
+        shown = state.ends_at_ms - asked_at + 800  # the client shows 800 ms too much
         response = await client.post(
             "/timers/sync",
             json={"auction_id": state.auction_id, "client_remaining_ms": shown, "version": 1, "client_time_ms": 5},
@@ -84,7 +86,10 @@ async def test_sync_records_drift_and_notes_a_client_newer_than_the_projection(
         assert response.status == 200
         body = await response.json()
         check_openapi("SyncResponse", body)
-        assert 800 <= body["drift_ms"] < 1_500  # plus the time the request took
+        # Exactly: what the client showed minus the truth at the server's instant (800 ms, plus the
+        # time the request took to reach it, whatever that was).
+        assert body["remaining_ms"] == state.ends_at_ms - body["server_time_ms"]
+        assert body["drift_ms"] == shown - body["remaining_ms"] == 800 + body["server_time_ms"] - asked_at
         assert body["reconcile_requested"] is False
         assert body["client_time_ms"] == 5
 
@@ -131,7 +136,16 @@ async def test_sync_rejects_bad_bodies(client: TestClient, body: bytes) -> None:
     check_openapi("Error", await response.json())
 
 
+class StoppedClockLimiter(RateLimiter):
+    """The sync limiter with its clock stopped: no call is refilled while the test runs, however
+    slowly it runs."""
+
+    def allow(self, address: str, now: float | None = None) -> tuple[bool, float]:
+        return super().allow(address, 0.0)
+
+
 async def test_sync_body_size_and_rate_limits(client: TestClient, settings: Settings) -> None:
+    client.app[GATEWAY].sync_limiter = StoppedClockLimiter(settings.sync_rate_per_min)
     huge = await client.post(
         "/timers/sync", data=b"{" + b" " * 8000 + b"}", headers={"Content-Type": "application/json"}
     )
@@ -155,7 +169,7 @@ async def test_health_readiness_and_metrics(client: TestClient) -> None:
     async def ready() -> dict[str, bool]:
         return dict(await (await client.get("/readyz")).json())
 
-    await eventually(lambda: asyncio.sleep(0, result=gw.feed.live), 10, "the feed live")
+    await eventually(lambda: asyncio.sleep(0, result=gw.feed.live), 60, "the feed live")
     assert await ready() == {"kafka": True, "redis": True}
     text = await (await client.get("/metrics")).text()
     assert "auctions_gateway_ws_connections" in text

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.kafka_server import KafkaCluster
 from streams.topic_admin import described_by_every_broker
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow  # a fault drill: three brokers, one killed
 
 
 async def test_rf3_topic_accepts_acks_all(kafka3: KafkaCluster) -> None:

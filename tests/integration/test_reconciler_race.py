@@ -20,6 +20,7 @@ from tests.support.events import T0, envelope, started
 AUCTIONS = [f"race-{i}" for i in range(40)]
 TOP = 25
 YIELD = 0
+SEED = 20261130  # the reconciler's lag is random, but the same on every run
 
 
 def versions_of(base: TimerState, version: int) -> TimerState:
@@ -41,6 +42,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         assert state is not None
         bases[auction_id] = state
 
+    rng = random.Random(SEED)
     seen: dict[str, int] = dict.fromkeys(AUCTIONS, 0)
     regressions: list[tuple[str, int, int]] = []
     done = asyncio.Event()
@@ -59,7 +61,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         while not done.is_set():
             # The reconciler's copy is up to 5 versions behind or 2 ahead of what it last saw:
             # ahead, it writes (and races the projection's newer writes); behind, it must not.
-            copies = [versions_of(bases[a], min(TOP, max(1, seen[a] + random.randint(-5, 2)))) for a in AUCTIONS]
+            copies = [versions_of(bases[a], min(TOP, max(1, seen[a] + rng.randint(-5, 2)))) for a in AUCTIONS]
             reconciler.rebuild(copies)
             corrections += len(await reconciler.pass_once())
 

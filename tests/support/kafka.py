@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +14,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams import outputs
+from streams import events, outputs
+from streams.decode import FUTURE_TOLERANCE_MS
 from streams.topic_admin import described_by_every_broker
+from streams.topics import TIMER_EVENTS
+from streams.tracing import new_traceparent
 from tests.support.waiting import eventually
 
 Doc = dict[str, Any]
@@ -123,3 +127,34 @@ async def kafka_io(bootstrap: str, *watch: str):
     finally:
         await watcher.stop()
         await producer.stop()
+
+
+async def worker_folding(producer: AIOKafkaProducer, watch: TopicWatcher, timeout: float = 120) -> None:
+    """Wait until a worker folds inputs: register a throwaway auction that ends in a day and wait
+    for its timer event (`watch` must watch auctions.timer.events). A test's deadlines set after
+    this are counted from a working worker, not from one still starting."""
+    auction_id = f"warm-up-{uuid.uuid4().hex[:8]}"
+    now = time.time_ns() // 1_000_000
+    policy = events.Policy(soft_close_window_ms=1_000, extension_ms=1_000, max_extension_ms=1_000)
+    rec = outputs.input_record(
+        events.AuctionStarted(auction_id, now, now + 86_400_000, policy, "tests"),
+        uuid.uuid4().hex, now, new_traceparent(), "tests",
+    )  # fmt: skip
+    await produce(producer, rec)
+    await watch.wait_for(TIMER_EVENTS, lambda d: d["data"]["auction_id"] == auction_id, timeout)
+
+
+async def produce_bid_placed_at(producer: AIOKafkaProducer, auction_id: str, placed_ms: int) -> None:
+    """Produce a bid placed at `placed_ms`, as soon as the decoder accepts that time: it refuses
+    a bid placed more than FUTURE_TOLERANCE_MS after the log takes it (half a second of that is
+    left as a margin). A test bids at the start of an auction's soft-close window this way, which
+    leaves the bid the window's length, plus that lead, to reach the log before the deadline."""
+    lead_ms = FUTURE_TOLERANCE_MS - 500
+
+    async def placeable() -> bool:
+        return time.time_ns() // 1_000_000 >= placed_ms - lead_ms
+
+    await eventually(placeable, (placed_ms - time.time_ns() // 1_000_000) / 1000 + 10, "the bid's time")
+    payload = events.BidPlaced(auction_id, f"b-{uuid.uuid4().hex[:8]}", "bidder-1", "10", placed_ms)
+    now = time.time_ns() // 1_000_000
+    await produce(producer, outputs.input_record(payload, uuid.uuid4().hex, now, new_traceparent(), "tests"))

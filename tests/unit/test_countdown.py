@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Any
 
 import pytest
 
+from app.client import client as timer_client
 from app.client.countdown import Corrected, Countdown, DriftWarning, Ended, Extended, Rehydrate, ServerClock, Sync
-from tests.support.clocksim import simulate
+from tests.support.clocksim import SERVER_START, WallClockServerClock, device_wall_clock, simulate
 
 ENDS_AT = 2_000_000_000_000
 
@@ -97,13 +100,35 @@ def test_a_sequence_gap_asks_for_a_rehydrate() -> None:
     assert cd.seq == 3
 
 
+def p99(errors: list[float]) -> float:
+    ordered = sorted(errors)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
 @pytest.mark.parametrize("skew_ms", [-600_000, -1, 0, 600_000])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_shown_remaining_stays_within_50_ms_of_truth(skew_ms: int, seed: int) -> None:
-    """Client wall clock skewed by up to ±10 min (never consulted), monotonic clock running
-    30 ppm fast, one-way latencies jittered 0-200 ms; pings every 2 s, ticks every second."""
+    """Device wall clock off by up to ±10 min, monotonic clock running 30 ppm fast, one-way
+    latencies jittered 0-200 ms; pings every 2 s, ticks every second."""
     result = simulate(seed, skew_ms=skew_ms)
     assert result.warnings == 0 and result.syncs == 0  # jitter alone never looks like drift
-    errors = sorted(result.errors)
-    p99 = errors[int(0.99 * (len(errors) - 1))]
-    assert p99 <= 50, f"p99 error {p99} ms"
+    assert p99(result.errors) <= 50, f"p99 error {p99(result.errors)} ms"
+
+
+def test_the_simulated_device_clock_is_really_off() -> None:
+    """Every wall clock the client code could read answers the skewed time, even through the
+    client module's own `time` import."""
+    skewed = SERVER_START + 600_000
+    with device_wall_clock(lambda: skewed):
+        assert time.time() * 1000 == vars(timer_client)["time"].time() * 1000 == skewed
+        assert time.time_ns() == time.clock_gettime_ns(time.CLOCK_REALTIME) == skewed * 1_000_000
+        assert dt.datetime.now(dt.UTC).timestamp() * 1000 == skewed
+        assert dt.datetime.now().timestamp() * 1000 == skewed
+        assert time.gmtime().tm_year == time.gmtime(skewed / 1000).tm_year
+    assert abs(time.time() * 1000 - skewed) > 600_000  # and only while inside
+
+
+@pytest.mark.parametrize("skew_ms", [-600_000, 600_000])
+def test_a_countdown_reading_the_device_clock_fails_the_simulation(skew_ms: int) -> None:
+    assert p99(simulate(1, server_clock=WallClockServerClock).errors) <= 50  # right when the clock is right
+    assert p99(simulate(1, skew_ms=skew_ms, server_clock=WallClockServerClock).errors) >= 599_000
