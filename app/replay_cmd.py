@@ -17,11 +17,10 @@ from projections.keys import Keys
 from projections.refusals import error_code
 from projections.store import Projected, ProjectionStore, belongs_in_redis
 from projections.verify import field_diff, redis_differences
-from streams.changelog import read_table
+from streams.changelog import read_changelog, read_table
 from streams.clock import wall_ms
 from streams.errors import ReplayError
-from streams.fold import Rules
-from streams.replay import Progress, Replayed, Window, read_inputs, reprocess
+from streams.replay import MemoryStates, Progress, Replayed, Window, committed_offsets, read_inputs, reprocess
 from streams.state import TimerState
 
 BATCH = 500
@@ -39,14 +38,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="compare with the live table and Redis; exit 1 on a difference"
     )
+    parser.add_argument(
+        "--from-changelog",
+        action="store_true",
+        help="start from the table's changelog and the inputs after the worker's committed offsets (no --from)",
+    )
 
 
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     auctions = set(args.auction) if args.auction else None
-    records, partitions = await read_inputs(
-        settings.kafka_bootstrap, Window(args.start, args.end), auctions, Progress(), **settings.kafka_client_options()
-    )
-    replayed = reprocess(records, partitions, settings.max_event_bytes, Rules(settings.allowed_lateness_ms))
+    window, table = Window(args.start, args.end), None
+    options = settings.kafka_client_options()
+    if args.from_changelog:
+        if args.start != "earliest":
+            raise ReplayError("--from-changelog starts where the table's changelog stands; leave out --from")
+        timers, markers = await read_changelog(settings.kafka_bootstrap, settings.app_id, **options)
+        offsets = await committed_offsets(settings.kafka_bootstrap, settings.app_id, **options)
+        window = Window("offsets", args.end, offsets)
+        table = MemoryStates({k.encode(): s for k, s in timers.items()}, {k.encode(): m for k, m in markers.items()})
+    records, partitions = await read_inputs(settings.kafka_bootstrap, window, auctions, Progress(), **options)
+    replayed = reprocess(records, partitions, settings.max_event_bytes, settings.fold_rules(), table)
     print(
         f"replayed {len(records)} events into {len(replayed.states)} auctions, {len(replayed.timeline)} transitions"
         + (f"; rejected {dict(replayed.rejected)}" if replayed.rejected else ""),

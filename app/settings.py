@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streams.errors import SettingsError
+from streams.fold import Rules
 from streams.topic_admin import TopicPlan
 
 PREFIX = "AUCTION_TIMER_"
@@ -120,6 +121,29 @@ def _replication(raw: str) -> int:
 
 
 LONGEST_AUCTION_MS = 366 * 24 * 3600 * 1000
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"([0-9]{1,9})(ms|s|m|h|d)")
+
+
+def _duration(low_ms: int, high_ms: int) -> Callable[[str], int]:
+    """A duration like 7d, 12h, 30m, 45s or 250ms, in milliseconds."""
+
+    def parse(raw: str) -> int:
+        match = _DURATION.fullmatch(raw)
+        if match is None:
+            raise ValueError("must be a number with a unit: ms, s, m, h or d (for example 7d)")
+        value = int(match.group(1)) * _UNITS_MS[match.group(2)]
+        if not low_ms <= value <= high_ms:
+            raise ValueError(f"must be between {low_ms} ms and {high_ms // 86_400_000} days")
+        return value
+
+    return parse
+
+
+def _store(raw: str) -> str:
+    if raw not in ("rocksdb", "memory"):
+        raise ValueError("must be rocksdb or memory")
+    return raw
 
 
 def _retention(raw: str) -> int:
@@ -255,7 +279,23 @@ class Settings:
         "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
     )
     ended_ttl_s: int = setting(
-        "ENDED_TTL_S", "3600", _integer(1, 30 * 86400), "seconds an ended timer's Redis hash is kept"
+        "ENDED_TTL_S",
+        "3600",
+        _integer(1, 30 * 86400),
+        "seconds an ended timer's Redis hash is kept (at most ENDED_RETENTION)",
+    )
+    ended_retention_ms: int = setting(
+        "ENDED_RETENTION",
+        "7d",
+        _duration(1_000, 3_650 * 86_400_000),
+        "how long an ended or cancelled auction stays in the table (late bids are audited as late); then it is"
+        " removed with a changelog tombstone and a late bid is an expired_auction",
+    )
+    table_store: str = setting(
+        "TABLE_STORE", "rocksdb", _store, "where a worker keeps its table: rocksdb (on disk under DATA_DIR) or memory"
+    )
+    standby_replicas: int = setting(
+        "STANDBY_REPLICAS", "1", _integer(0, 3), "warm copies of each table partition on other workers"
     )
     gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", _host, "gateway bind address")
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
@@ -340,6 +380,21 @@ class Settings:
             raise SettingsError(f"{PREFIX}REDIS_TLS_* apply only to a standalone rediss:// {PREFIX}REDIS_URL")
         if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
             raise SettingsError(f"{PREFIX}REDIS_TLS_CERT_FILE and {PREFIX}REDIS_TLS_KEY_FILE go together")
+        if self.ended_ttl_s * 1000 > self.ended_retention_ms:
+            raise SettingsError(
+                f"{PREFIX}ENDED_TTL_S={self.ended_ttl_s} keeps ended timers in Redis longer than"
+                f" {PREFIX}ENDED_RETENTION keeps them in the table ({self.ended_retention_ms} ms); lower it"
+            )
+        wanted = LONGEST_AUCTION_MS + self.ended_retention_ms
+        if self.input_retention_ms != -1 and self.input_retention_ms < wanted:
+            raise SettingsError(
+                f"{PREFIX}INPUT_RETENTION_MS={self.input_retention_ms} is shorter than the longest auction (366 days)"
+                f" plus {PREFIX}ENDED_RETENTION: at least {wanted}, or -1 (forever)"
+            )
+
+    def fold_rules(self) -> Rules:
+        """What the fold needs from the settings; the worker and replay must use the same."""
+        return Rules(self.allowed_lateness_ms, self.ended_retention_ms)
 
     def _check_kafka_security(self) -> None:
         given: dict[str, object] = {

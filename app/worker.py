@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -26,24 +27,32 @@ from projections.reconciler import Reconciler
 from projections.store import ProjectionStore
 from streams import topics
 from streams.clock import wall_ms
-from streams.delivery import Delivery
+from streams.delivery import Delivery, Outgoing
 from streams.effects import TimerChanged
 from streams.engine import Engine
 from streams.faust_batches import BatchMessage, acknowledge, batch_transport
-from streams.faust_store import FaustStore
-from streams.fold import Rules
+from streams.faust_store import FaustStore, VersionedTable
 from streams.log_probe import KafkaLogProbe
 from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
 from streams.outputs import Record
 from streams.processor import TimerProcessor
-from streams.producer import LazyProducer
+from streams.retention import Sweeper
 from streams.scheduler import Scheduler
-from streams.state import decode_state
+from streams.state import decode_state, stored_live
 from streams.states import StateCache
 
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
+# Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
+# worker holding a million states within its memory budget; the OS page cache does the rest.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+    "max_open_files": 256,
+}
 READY = Gauge("auctions_timer_worker_ready", "1 when this worker has rebuilt its schedule after the latest rebalance")
 
 
@@ -74,12 +83,12 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=faust_credentials(kafka_options),
-        store="memory://",
+        store=f"{settings.table_store}://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=partitions,
         topic_replication_factor=replication,
         topic_allow_declare=True,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
@@ -89,11 +98,14 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         # (they were never acknowledged, so the partition's next owner folds them).
         stream_wait_empty=False,
         web_enabled=False,
+        Table=VersionedTable,
     )
     # Keys and values stay raw bytes: the changelog holds the auction_id and the state's JSON,
     # readable by replay and by operators without Faust. (A bytes key_type is what makes a
     # Faust table use the raw codec; a Schema shared with a table gets rewritten to json.)
-    table = app.Table("timers", default=None, key_type=bytes, value_type=bytes, partitions=partitions)
+    table = app.Table(
+        "timers", default=None, key_type=bytes, value_type=bytes, partitions=partitions, options=ROCKSDB_OPTIONS
+    )
     raw: faust.Schema[bytes, bytes] = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -103,7 +115,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     delivery = Delivery(settings.kafka_bootstrap, **kafka_options)
     # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
     # ticks a second neither crowd nor slow the deadline commands and timer events.
-    ticks = LazyProducer(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS, **kafka_options)
+    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS, **kafka_options)
 
     async def send_command(record: Record) -> asyncio.Future[Any]:
         return await delivery.send(record)
@@ -115,21 +127,28 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
 
     async def publish(record: Record) -> object:
-        return await delivery.deliver([(record, None)])
+        return await delivery.deliver([Outgoing.of(record)])
 
     reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms)
+    stored = FaustStore(table, changelog)
     processor = TimerProcessor(
-        states=StateCache(FaustStore(table, changelog), lambda key: processor.home(key)),
+        states=StateCache(stored, lambda key: processor.home(key)),
         partitions=partitions,
         max_event_bytes=settings.max_event_bytes,
-        rules=Rules(settings.allowed_lateness_ms),
+        rules=settings.fold_rules(),
     )
     states = processor.states
     assert isinstance(states, StateCache)
 
-    async def on_change(change: TimerChanged) -> None:
-        await scheduler.on_change(change.state)
-        reconciler.on_change(change.state)
+    def on_changes(changes: list[TimerChanged]) -> None:
+        for change in changes:
+            scheduler.on_change(change.state)
+            reconciler.on_change(change.state)
+
+    def on_fatal(exc: BaseException) -> None:
+        # The fold or a partition's way out broke: nothing more of it can be acknowledged, so
+        # the worker stops and the partitions' next owner folds the unacknowledged inputs again.
+        asyncio.get_running_loop().create_task(app.crash(exc))
 
     def consumer_tps(tps: list[Any]) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in tps}
@@ -137,7 +156,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     probe = KafkaLogProbe(settings.kafka_bootstrap, settings.app_id, **kafka_options)
     engine = Engine(
         processor, states, delivery, probe, changelog,
-        on_change, reconciler.request,
+        on_changes, reconciler.request, on_fatal,
         pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
         resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
     )  # fmt: skip
@@ -147,17 +166,21 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             assert isinstance(message, BatchMessage)
-            await engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
+            engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}
+
+    def owned_items() -> Iterator[tuple[bytes, bytes]]:
+        return stored.items(owned_partitions(), states.partition_of)
 
     frozen: list[bool] = []
 
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
-        live = [decode_state(v) for k, v in table.items() if v and processor.home(k) in owned]
+        # Live timers only, picked by their first bytes: a million ended ones cost a scan, not a decode.
+        live = [decode_state(v) for _, v in owned_items() if stored_live(v)]
         scheduler.rebuild(owned, live)
         reconciler.rebuild(live)
         if not frozen:
@@ -191,6 +214,17 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             await ticks.close()
             await delivery.close()
 
+    sweeper = Sweeper(
+        lambda: stored.items(owned_partitions(), states.partition_of),
+        send_command,
+        settings.ended_retention_ms,
+        wall_ms,
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_retention() -> None:
+        await sweeper.run()
+
     @app.task  # type: ignore[untyped-decorator]
     async def run_reconciler() -> None:
         await reconciler.run()
@@ -205,6 +239,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_watermarks() -> None:
+        engine.watch_watermarks()
         now = wall_ms()
         for partition in list(engine.groups):
             mark = engine.watermark(partition)

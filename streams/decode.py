@@ -36,12 +36,17 @@ MAX_DURATION_MS = 366 * 24 * 3600 * 1000
 FUTURE_TOLERANCE_MS = 2_000
 # A bid the upstream service held back this long is no longer evidence of when it was placed.
 MAX_BID_DELAY_MS = 60_000
+# RFC 3339 date-time with a zone; fromisoformat alone also takes ISO 8601's other forms
+# (basic "20261130T1010Z", week dates), which the contract does not allow.
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     topics.AUCTION_STARTED: (ev.AUCTION_STARTED,),
     topics.BID_PLACED: (ev.BID_PLACED,),
     topics.AUCTION_CANCELLED: (ev.AUCTION_CANCELLED,),
-    topics.COMMANDS: (ev.EXPIRE_TIMER, ev.START_TIMER, ev.RECONCILE),
+    topics.COMMANDS: (ev.EXPIRE_TIMER, ev.START_TIMER, ev.RECONCILE, ev.FORGET_TIMER),
 }
 
 T = TypeVar("T")
@@ -164,6 +169,14 @@ def _start(data: Mapping[str, Any], log_ms: int) -> ev.StartTimer:
     )
 
 
+def _forget(data: Mapping[str, Any], log_ms: int) -> ev.ForgetTimer:
+    return ev.ForgetTimer(
+        auction_id=_text(data, "auction_id", AUCTION_ID),
+        version=_bounded_int(data, "version", 1, 2**53, "data.", "invalid_value"),
+        fired_at_ms=_fired_at(data, log_ms),
+    )
+
+
 def _reconcile(data: Mapping[str, Any], log_ms: int) -> ev.Reconcile:
     return ev.Reconcile(
         auction_id=_text(data, "auction_id", AUCTION_ID), requested_by=_free_text(data, "requested_by", 128)
@@ -176,6 +189,7 @@ PAYLOADS: dict[str, Callable[[Mapping[str, Any], int], ev.Payload]] = {
     ev.AUCTION_CANCELLED: _auction_cancelled,
     ev.EXPIRE_TIMER: _expire,
     ev.START_TIMER: _start,
+    ev.FORGET_TIMER: _forget,
     ev.RECONCILE: _reconcile,
 }
 
@@ -183,7 +197,7 @@ PAYLOADS: dict[str, Callable[[Mapping[str, Any], int], ev.Payload]] = {
 def parse_time_ms(value: str) -> int:
     """RFC 3339 -> epoch ms; raises InvalidEvent when it is not one with a zone."""
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper()) if RFC3339.fullmatch(value) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:

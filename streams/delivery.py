@@ -13,16 +13,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    InvalidProducerEpoch,
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RecordTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownProducerId,
     UnsupportedVersionError,
 )
 from aiokafka.structs import RecordMetadata
@@ -39,13 +44,31 @@ PERMANENT = (
     InvalidTopicError,
     UnsupportedVersionError,
 )
+# What leaves an idempotent producer's sequence numbers unusable: only a new producer goes on.
+POISONED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 RETRY_FIRST_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record to deliver; a None value is a tombstone (the table's changelog only)."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    partition: int | None = None
+
+    @classmethod
+    def of(cls, record: Record) -> Outgoing:
+        return cls(record.topic, record.key, record.value)
+
+
 RETRY_MAX_S = 15.0
 
 
 class Delivery:
-    """One idempotent producer, started lazily in the running loop and replaced after a failure
-    (a failed idempotent batch can leave its sequence numbers unusable)."""
+    """One idempotent producer, started lazily in the running loop and replaced only when an error
+    left its sequence numbers unusable (a timeout or a refused record does not)."""
 
     def __init__(self, bootstrap: str, linger_ms: int = 5, **client_options: Any) -> None:
         self._options: dict[str, Any] = {
@@ -69,55 +92,55 @@ class Delivery:
                     self._producer = producer
         return self._producer
 
-    async def send(self, record: Record, partition: int | None = None) -> asyncio.Future[RecordMetadata]:
+    async def send(self, record: Record) -> asyncio.Future[RecordMetadata]:
         """Queue one record; the future resolves when Kafka acknowledged it (or fails)."""
-        return await self._send(await self.producer(), record, partition)
+        return await self._send(await self.producer(), Outgoing(record.topic, record.key, record.value))
 
     @staticmethod
-    async def _send(
-        producer: AIOKafkaProducer, record: Record, partition: int | None
-    ) -> asyncio.Future[RecordMetadata]:
+    async def _send(producer: AIOKafkaProducer, out: Outgoing) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = await producer.send(
-            record.topic, record.value, key=record.key, partition=partition
+            out.topic, out.value, key=out.key, partition=out.partition
         )
         return future
 
-    async def deliver(self, records: Sequence[tuple[Record, int | None]]) -> list[RecordMetadata]:
-        """Send (record, partition) pairs and wait until Kafka has every one, however long that takes."""
+    async def deliver(self, records: Sequence[Outgoing]) -> list[RecordMetadata]:
+        """Send the records and wait until Kafka has every one, however long that takes."""
         results: list[RecordMetadata | None] = [None] * len(records)
         todo = list(range(len(records)))
         delay = RETRY_FIRST_S
         while todo:
-            producer = await self.producer()
             failed: list[int] = []
             futures: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
+            broken = False
             try:
+                producer = await self.producer()  # starting one fails too while Kafka is away
                 for index in todo:
-                    record, partition = records[index]
-                    futures.append((index, await self._send(producer, record, partition)))
+                    futures.append((index, await self._send(producer, records[index])))
             except KafkaError as exc:
-                self._failed(exc, records[todo[len(futures)]][0])
+                self._failed(exc, records[todo[len(futures)]].topic)
                 failed = todo[len(futures) :]
             for index, future in futures:
                 try:
                     results[index] = await future
                 except KafkaError as exc:
-                    self._failed(exc, records[index][0])
+                    self._failed(exc, records[index].topic)
                     failed.append(index)
+                    broken = broken or isinstance(exc, POISONED)
             if failed:
-                await self._reset(producer)
+                if broken:
+                    await self._reset(producer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             todo = sorted(failed)
         return [r for r in results if r is not None]
 
-    def _failed(self, exc: KafkaError, record: Record) -> None:
+    def _failed(self, exc: KafkaError, topic: str) -> None:
         kind = "permanent" if isinstance(exc, PERMANENT) else "transient"
-        DELIVERY_FAILURES.labels(record.topic, kind).inc()
+        DELIVERY_FAILURES.labels(topic, kind).inc()
         log_at = log.error if kind == "permanent" else log.warning
         log_at(
             "a record was not delivered; holding its input and retrying",
-            extra={"topic": record.topic, "error": repr(exc)[:300], "kind": kind},
+            extra={"topic": topic, "error": repr(exc)[:300], "kind": kind},
         )
 
     async def _reset(self, failed: AIOKafkaProducer) -> None:

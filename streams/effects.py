@@ -60,4 +60,15 @@ class ReconcileRequested:
     requested_by: str
 
 
-Effect = TimerChanged | Audited | Tracked | Rejected | ReconcileRequested
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """The ended auction's retention passed: remove its state (a changelog tombstone) and keep a
+    marker, so that a late bid is told the auction expired rather than never existed."""
+
+    auction_id: str
+    version: int
+    ended_at_ms: int
+    forgotten_at_ms: int
+
+
+Effect = TimerChanged | Audited | Tracked | Rejected | ReconcileRequested | Forgotten

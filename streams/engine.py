@@ -1,63 +1,45 @@
-"""The worker's loop body: input batches in, folded in the log's order, records and changelog out,
-inputs acknowledged only once both are safely in Kafka.
+"""The worker's loop body: input batches in, folded in the log's order, then out through each
+partition's pipeline (streams/pipeline.py), which acknowledges an input only once everything
+it caused is in Kafka.
 
-Per partition number p ("group") of the co-partitioned input topics:
-1. Batches from the four input partitions wait in a `Merger` until the log's order allows
-   them out (see streams/order.py); end-offset lookups tell when an idle partition holds
-   nothing unseen.
-2. Released records are folded one after another (the engine's lock: one fold at a time).
-   What one pass folds is a round: its output records go to Kafka at once.
-3. A group's changelog writer takes the rounds in order once their outputs are acknowledged,
-   writes the newest state of each auction they changed to the changelog, and when Kafka has
-   acknowledged that too, writes the states through to the store and acknowledges the
-   rounds' input batches to Faust, which commits them. So no input is committed before every
-   record it caused (changelog included) is in Kafka, and the store never holds a state the
-   changelog lacks.
-A delivery that fails holds that group only (it folds nothing new until Kafka takes the
-records) and is retried; other groups go on. A revoked group is dropped: its unacknowledged
-inputs go to the partition's next owner, which folds them again to the same records.
+Per partition number p of the co-partitioned input topics (a "group"): batches from the four
+input partitions wait in a `Merger` until the log's order lets them out (streams/order.py;
+end-offset lookups in streams/evidence.py tell when an idle partition holds nothing unseen);
+released records are folded one after another, synchronously (a pass never yields to the
+event loop, so nothing can interleave with it: not another fold, not a revocation); what one
+pass folds is a round, handed to the group's pipeline. A group whose pipeline is held by a
+slow or failing Kafka folds nothing new until it is released; other groups go on. A revoked
+group is dropped: its unacknowledged inputs go to the partition's next owner, which folds them
+again to the same records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from streams import effects as fx
 from streams import outputs, topics
 from streams.clock import Clock, wall_ms
-from streams.delivery import Delivery
+from streams.evidence import Evidence, LogProbe
 from streams.message import LOG_APPEND_TIME, Message
-from streams.metrics import COMPLETION_LATENESS, EVENTS, HELD_GROUPS, HELD_INPUTS
+from streams.metrics import EVENTS, HELD_INPUTS
 from streams.order import Merger
+from streams.pipeline import Batch, Deliverer, Pipeline, Round
 from streams.processor import TimerProcessor
-from streams.state import TimerState, encode_state
+from streams.state import TimerState
 from streams.states import StateCache
 
 log = logging.getLogger("auction_timer.engine")
 RANK = {name: rank for rank, name in enumerate(topics.INPUT_TOPICS)}
 BIDS = RANK[topics.BID_PLACED]
-ASK_INTERVAL_S = 0.005  # at most one end-offset lookup per 5 ms
-REVOKE_WAIT_S = 10.0  # how long a revocation waits for a changelog write in flight
-MAX_BUFFERED = 50_000  # records a held group buffers before its partitions are paused
-# A healthy Kafka acknowledges within milliseconds; a delivery slower than this holds its group.
-DELIVERY_PATIENCE_S = 1.0
-
-
-class LogProbe(Protocol):
-    """Where the input partitions end, and where this worker's group starts reading them."""
-
-    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
-
-    async def start_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
+REVOKE_WAIT_S = 5.0  # how long a revocation waits for changelog writes in flight (within the 10 s session)
+MAX_QUEUED = 20_000  # records one input partition buffers before it is paused (resumed at half)
 
 
 class Record(Protocol):
@@ -71,45 +53,15 @@ class Record(Protocol):
 
 
 @dataclass(eq=False)
-class Batch:
-    """One Faust message: a fetched batch of one input partition, acknowledged as a whole."""
-
-    ack: Callable[[], object]
-    remaining: int
-
-
-@dataclass(eq=False)
-class Round:
-    records: list[outputs.Record]
-    states: dict[bytes, TimerState]
-    batches: dict[Batch, int]
-    completions: list[TimerState]
-    outputs_done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(eq=False)
 class Group:
     partition: int
+    pipeline: Pipeline
     merger: Merger[tuple[Message, Batch]] = field(default_factory=lambda: Merger(len(topics.INPUT_TOPICS)))
     next_offset: list[int | None] = field(default_factory=lambda: [None] * len(topics.INPUT_TOPICS))
-    rounds: deque[Round] = field(default_factory=deque)
-    wake_writer: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    writer: asyncio.Task[None] | None = None
-    writing: asyncio.Task[Any] | None = None
-    failing: int = 0  # deliveries of this group retrying right now
-    paused: bool = False
+    last_log_ms: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
+    paused: set[int] = field(default_factory=set)  # ranks whose partition is paused
     folded_bids_to_ms: int = 0  # log time of the newest bid folded
-
-    @property
-    def held(self) -> bool:
-        return self.failing > 0
-
-    def tps(self) -> list[TopicPartition]:
-        return [TopicPartition(name, self.partition) for name in topics.INPUT_TOPICS]
-
-
-ChangeHook = Callable[[fx.TimerChanged], Awaitable[None]]
+    bids_caught_up_ms: int = 0  # when a lookup last found every bid of the partition received
 
 
 class Engine:
@@ -117,11 +69,12 @@ class Engine:
         self,
         processor: TimerProcessor,
         states: StateCache,
-        delivery: Delivery,
+        delivery: Deliverer,
         probe: LogProbe,
         changelog_topic: str,
-        on_change: ChangeHook,
+        on_changes: Callable[[list[fx.TimerChanged]], None],
         on_reconcile: Callable[[str], None],
+        on_fatal: Callable[[BaseException], None],
         pause: Callable[[list[TopicPartition]], None] = lambda tps: None,
         resume: Callable[[list[TopicPartition]], None] = lambda tps: None,
         clock: Clock = wall_ms,
@@ -129,57 +82,56 @@ class Engine:
         self.processor = processor
         self.states = states
         self.delivery = delivery
-        self.probe = probe
         self.changelog_topic = changelog_topic
-        self.on_change = on_change
+        self.on_changes = on_changes
         self.on_reconcile = on_reconcile
+        self.on_fatal = on_fatal
         self.pause = pause
         self.resume = resume
         self.clock = clock
         self.groups: dict[int, Group] = {}
-        self._lock = asyncio.Lock()
+        self.evidence = Evidence(probe, self, clock)
         self._newest_seen_ms = 0
-        self._asking: asyncio.Task[None] | None = None
+        self._bids_wanted = False
+        self.broken = False  # a fold failed: nothing more is folded
 
     # -- partitions come and go ------------------------------------------------------------
 
     def assign(self, partitions: Iterable[int]) -> None:
-        """Partitions this worker now owns: fresh groups (their store contents may have changed).
-        Faust may deliver a batch of a new assignment before it announces the assignment, so
-        `receive` creates a missing group too."""
+        """Partitions this worker now owns. Faust may deliver a batch of a new assignment before
+        it announces the assignment, so `receive` creates a missing group too."""
         for partition in partitions:
             self._group(partition)
 
     def _group(self, partition: int) -> Group:
         group = self.groups.get(partition)
         if group is None:
-            self.states.forget_partitions({partition})
-            group = self.groups[partition] = Group(partition)
-            group.writer = asyncio.get_running_loop().create_task(self._write_changelog(group))
-            self._ask()
+            self.states.forget_partitions({partition})  # the store may have changed under recovery
+            pipeline = Pipeline(
+                partition, self.delivery, self.states, self.changelog_topic, self.clock,
+                on_release=lambda: self.drain(partition), on_fatal=self.on_fatal,
+            )  # fmt: skip
+            group = self.groups[partition] = Group(partition, pipeline)
+            self.evidence.ask()
         return group
 
     async def revoke(self, partitions: Iterable[int]) -> None:
-        """Drop the groups of revoked partitions. A changelog write in flight is waited for (a
-        bounded time), so it cannot land after the next owner's writes."""
-        for partition in partitions:
-            group = self.groups.pop(partition, None)
-            if group is None:
-                continue
+        """Drop the groups of revoked partitions. Changelog writes in flight are waited for, all
+        under one deadline, so that they land before the next owner's; then everything of the
+        groups is cancelled."""
+        dropped = [group for p in partitions if (group := self.groups.pop(p, None)) is not None]
+        for group in dropped:
             HELD_INPUTS.dec(len(group.merger.drop()))
-            if group.writing is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(group.writing), REVOKE_WAIT_S)
-            for task in [*group.tasks, group.writer]:
-                if task is not None:
-                    task.cancel()
-            if group.paused:
-                self.resume(group.tps())
-        self.states.forget_partitions(set(partitions))
+        writing = [g.pipeline.writing for g in dropped if g.pipeline.writing is not None]
+        if writing:
+            await asyncio.wait(writing, timeout=REVOKE_WAIT_S)
+        for group in dropped:
+            await group.pipeline.close()
+        self.states.forget_partitions({g.partition for g in dropped})
 
     # -- inputs ------------------------------------------------------------------------------
 
-    async def receive(self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object]) -> None:
+    def receive(self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object]) -> None:
         """One fetched batch of one input partition of the current assignment (Faust's agent calls
         this; Faust skips batches fetched under an older one)."""
         if not records:
@@ -187,187 +139,139 @@ class Engine:
         group = self._group(partition)
         rank = RANK[topic]
         batch = Batch(ack, len(records))
-        group.merger.add(rank, [
-            (r.timestamp, r.offset, (Message(topic, partition, r.offset, r.timestamp, r.key, r.value,
-                                             r.timestamp_type == LOG_APPEND_TIME), batch))
-            for r in records
-        ])  # fmt: skip
+        items = []
+        for r in records:
+            stamped = r.timestamp_type == LOG_APPEND_TIME
+            if stamped:
+                group.last_log_ms[rank] = r.timestamp
+                self._newest_seen_ms = max(self._newest_seen_ms, r.timestamp)
+            # A record its producer stamped cannot be ordered by that time (it is dead-lettered
+            # anyway): it takes its partition's last broker time.
+            order_ms = r.timestamp if stamped else group.last_log_ms[rank]
+            msg = Message(topic, partition, r.offset, r.timestamp, r.key, r.value, stamped)
+            items.append((order_ms, r.offset, (msg, batch)))
+        group.merger.add(rank, items)
         group.next_offset[rank] = records[-1].offset + 1
-        self._newest_seen_ms = max(self._newest_seen_ms, max(r.timestamp for r in records))
         HELD_INPUTS.inc(len(records))
-        async with self._lock:
-            await self._drain(group)
+        self.drain(partition)
 
-    async def _drain(self, group: Group) -> None:
-        if group.held:
-            if len(group.merger) > MAX_BUFFERED and not group.paused:
-                group.paused = True
-                self.pause(group.tps())
+    def drain(self, partition: int) -> None:
+        """Fold whatever the log's order lets out of `partition` now (synchronously)."""
+        group = self.groups.get(partition)
+        if group is None or self.broken:
             return
-        ready = group.merger.pop_ready()
-        if ready:
-            HELD_INPUTS.dec(len(ready))
-            await self._fold(group, ready)
-        if group.paused and len(group.merger) < MAX_BUFFERED // 2:
-            group.paused = False
-            self.resume(group.tps())
-        if group.merger.blocked_on():
-            self._ask()
+        if not group.pipeline.held:
+            ready = group.merger.pop_ready()
+            if ready:
+                HELD_INPUTS.dec(len(ready))
+                self._fold(group, ready)
+            if group.merger.blocked_on():
+                self.evidence.ask()
+        self._bound(group)
 
-    async def _fold(self, group: Group, ready: list[tuple[Message, Batch]]) -> None:
+    def _bound(self, group: Group) -> None:
+        """Pause an input partition with too much buffered, resume it at half. A partition the
+        merge waits on has nothing buffered, so it is never paused."""
+        for rank, name in enumerate(topics.INPUT_TOPICS):
+            queued = group.merger.queued(rank)
+            tp = TopicPartition(name, group.partition)
+            if rank not in group.paused and queued > MAX_QUEUED:
+                group.paused.add(rank)
+                self.pause([tp])
+            elif rank in group.paused and queued < MAX_QUEUED // 2:
+                group.paused.discard(rank)
+                self.resume([tp])
+
+    def _fold(self, group: Group, ready: list[tuple[Message, Batch]]) -> None:
         records: list[outputs.Record] = []
         batches: dict[Batch, int] = {}
         completions: list[TimerState] = []
+        changes: list[fx.TimerChanged] = []
         per_topic: dict[str, int] = {}
-        for msg, batch in ready:
-            per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
-            try:
-                outcome = self.processor.process(msg)
-            except Exception as exc:  # noqa: BLE001 - a bug met this record; the DLQ keeps it
-                outcome = self.processor.internal_error(msg, exc)
-            records += outcome.records
-            batches[batch] = batches.get(batch, 0) + 1
-            for change in outcome.changes:
-                await self.on_change(change)
-                if change.kind == "completed":
-                    completions.append(change.state)
-            for auction_id in outcome.reconcile:
-                self.on_reconcile(auction_id)
-            if msg.topic == topics.BID_PLACED:
-                group.folded_bids_to_ms = max(group.folded_bids_to_ms, msg.timestamp_ms)
+        try:
+            for msg, batch in ready:
+                per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
+                try:
+                    outcome = self.processor.process(msg)
+                except Exception as exc:  # noqa: BLE001 - a bug met this record; the DLQ keeps it
+                    outcome = self.processor.internal_error(msg, exc)
+                records += outcome.records
+                batches[batch] = batches.get(batch, 0) + 1
+                changes += outcome.changes
+                completions += [c.state for c in outcome.changes if c.kind == "completed"]
+                for auction_id in outcome.reconcile:
+                    self.on_reconcile(auction_id)
+                if msg.topic == topics.BID_PLACED:
+                    group.folded_bids_to_ms = max(group.folded_bids_to_ms, msg.timestamp_ms)
+            work = Round(records, self.states.take_unwritten(), batches, completions)
+        except BaseException as exc:
+            # Not a record's fault (those go to the DLQ above): the state is no longer known
+            # good, so nothing more is folded; the worker stops and the partitions' next owner
+            # folds the unacknowledged inputs again.
+            self.broken = True
+            log.exception("folding failed; the worker stops so that its inputs are folded again")
+            self.on_fatal(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         for topic, count in per_topic.items():
             EVENTS.labels(topic).inc(count)
-        work = Round(records, self.states.take_unwritten(), batches, completions)
-        group.rounds.append(work)
-        self._spawn(group, self._send_outputs(group, work))
+        group.pipeline.submit(work)
+        self.on_changes(changes)
 
-    # -- outputs, changelog, acknowledgements -------------------------------------------------
+    # -- what the evidence asks about (evidence.Partitions) ----------------------------------
 
-    async def _send_outputs(self, group: Group, work: Round) -> None:
-        await self._deliver(group, [(r, None) for r in work.records])
-        work.outputs_done.set()
-        group.wake_writer.set()
+    def wanted(self) -> set[TopicPartition]:
+        """Partitions to look up: the ones records wait on, the ones of unknown start, and the
+        bid partitions when the watermark gauge asked."""
+        wanted = set()
+        for g in self.groups.values():
+            ranks = range(len(topics.INPUT_TOPICS)) if None in g.next_offset else g.merger.blocked_on()
+            wanted |= {TopicPartition(topics.INPUT_TOPICS[r], g.partition) for r in ranks}
+        if self._bids_wanted:
+            self._bids_wanted = False
+            wanted |= {TopicPartition(topics.BID_PLACED, p) for p in self.groups}
+        return wanted
 
-    async def _write_changelog(self, group: Group) -> None:
-        """The group's rounds, in order: changelog once their outputs are in, then acks."""
-        while True:
-            await group.wake_writer.wait()
-            group.wake_writer.clear()
-            done: list[Round] = []
-            while group.rounds and group.rounds[0].outputs_done.is_set():
-                done.append(group.rounds.popleft())
-            if not done:
-                continue
-            newest: dict[bytes, TimerState] = {}
-            for work in done:
-                newest.update(work.states)
-            entries = [(outputs.Record(self.changelog_topic, key, encode_state(s)), group.partition)
-                       for key, s in newest.items()]  # fmt: skip
-            group.writing = asyncio.ensure_future(self._deliver(group, entries))
-            written = await group.writing
-            group.writing = None
-            for key, state in newest.items():
-                self.states.written(key, state)
-            if written:
-                self.states.raw.persisted(group.partition, max(m.offset for m in written))
-            now = self.clock()
-            for work in done:
-                for state in work.completions:
-                    COMPLETION_LATENESS.observe(max(0, now - state.ends_at_ms))
-                for batch, count in work.batches.items():
-                    batch.remaining -= count
-                    if batch.remaining == 0:
-                        batch.ack()
-
-    async def _deliver(self, group: Group, records: Sequence[tuple[outputs.Record, int | None]]) -> list[Any]:
-        if not records:
-            return []
-        first = asyncio.ensure_future(self.delivery.deliver(records))
-        done, _ = await asyncio.wait({first}, timeout=DELIVERY_PATIENCE_S)
-        if done:
-            return first.result()
-        # Slower than a healthy Kafka: hold this group (fold nothing new of it) until it is through.
-        group.failing += 1
-        HELD_GROUPS.inc()
-        started = self.clock()
-        log.warning(
-            "Kafka has not acknowledged records after %.0f s; holding partition %d",
-            DELIVERY_PATIENCE_S, group.partition, extra={"records": len(records), "partition": group.partition},
-        )  # fmt: skip
-        try:
-            return await first
-        finally:
-            group.failing -= 1
-            HELD_GROUPS.dec()
-            log.warning(
-                "Kafka acknowledged the held records; partition %d goes on", group.partition,
-                extra={"held_ms": self.clock() - started, "partition": group.partition},
-            )  # fmt: skip
-            if not group.held:
-                self._spawn(group, self._locked_drain(group))
-
-    async def _locked_drain(self, group: Group) -> None:
-        async with self._lock:
-            if self.groups.get(group.partition) is group:
-                await self._drain(group)
-
-    def _spawn(self, group: Group, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        group.tasks.add(task)
-        task.add_done_callback(group.tasks.discard)
-
-    # -- evidence: which idle partitions hold nothing unseen ----------------------------------
-
-    def _ask(self) -> None:
-        if self._asking is None:
-            self._asking = asyncio.get_running_loop().create_task(self._ask_loop())
-
-    async def _ask_loop(self) -> None:
-        try:
-            while True:
-                wanted = [
-                    TopicPartition(topics.INPUT_TOPICS[rank], g.partition)
-                    for g in self.groups.values()
-                    for rank in (range(len(topics.INPUT_TOPICS)) if None in g.next_offset else g.merger.blocked_on())
-                ]
-                if not wanted:
-                    return
-                sent_ms, newest = self.clock(), self._newest_seen_ms
-                try:
-                    unknown = [tp for tp in wanted if self._next(tp) is None]
-                    starts = await self.probe.start_offsets(unknown) if unknown else {}
-                    ends = await self.probe.end_offsets(wanted)
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    log.warning("end-offset lookup failed; asking again", extra={"error": repr(exc)[:300]})
-                    await asyncio.sleep(0.5)
-                    continue
-                # Everything the log took up to here is known; a record appended later gets a
-                # later time. Taking the older of the two clocks keeps a fast worker clock harmless.
-                as_of = min(sent_ms - 1, newest)
-                async with self._lock:
-                    for tp, end in ends.items():
-                        group = self.groups.get(tp.partition)
-                        if group is None:
-                            continue
-                        rank = RANK[tp.topic]
-                        if group.next_offset[rank] is None and tp in starts:
-                            group.next_offset[rank] = starts[tp]
-                        position = group.next_offset[rank]
-                        if position is not None and position >= end:
-                            group.merger.caught_up(rank, as_of)
-                    for group in list(self.groups.values()):
-                        await self._drain(group)
-                await asyncio.sleep(ASK_INTERVAL_S)
-        finally:
-            self._asking = None
-
-    def _next(self, tp: TopicPartition) -> int | None:
+    def next_offset(self, tp: TopicPartition) -> int | None:
         group = self.groups.get(tp.partition)
         return None if group is None else group.next_offset[RANK[tp.topic]]
 
+    def started_at(self, starts: dict[TopicPartition, int]) -> None:
+        for tp, offset in starts.items():
+            group = self.groups.get(tp.partition)
+            if group is not None and group.next_offset[RANK[tp.topic]] is None:
+                group.next_offset[RANK[tp.topic]] = offset
+
+    def caught_up(self, tps: Iterable[TopicPartition], as_of_ms: int, sent_ms: int) -> None:
+        touched = set()
+        for tp in tps:
+            group = self.groups.get(tp.partition)
+            if group is None:
+                continue
+            rank = RANK[tp.topic]
+            group.merger.caught_up(rank, as_of_ms)
+            if rank == BIDS:
+                group.bids_caught_up_ms = sent_ms
+            touched.add(tp.partition)
+        for partition in touched:
+            self.drain(partition)
+
+    def newest_seen_ms(self) -> int:
+        return self._newest_seen_ms
+
+    # -- the watermark gauge -----------------------------------------------------------------
+
     def watermark(self, partition: int) -> int | None:
-        """Log time up to which every bid of `partition` has been folded."""
+        """Up to when every bid of `partition` has been folded: the log time of the newest folded
+        bid, or, when none waits, the time a lookup last found the partition caught up."""
         group = self.groups.get(partition)
         if group is None:
             return None
-        return max(group.folded_bids_to_ms, group.merger.caught_up_at(BIDS) if not group.merger.queued(BIDS) else 0)
+        idle = group.merger.queued(BIDS) == 0 and group.bids_caught_up_ms
+        return max(group.folded_bids_to_ms, group.bids_caught_up_ms if idle else 0)
+
+    def watch_watermarks(self) -> None:
+        """Look up the bid partitions' ends (the gauge's evidence when no bid is waiting)."""
+        self._bids_wanted = True
+        self.evidence.ask()

@@ -18,6 +18,7 @@ AUCTION_CANCELLED = "com.marketplace.auction.cancelled"
 EXPIRE_TIMER = "com.marketplace.timer.expire"
 START_TIMER = "com.marketplace.timer.start"
 RECONCILE = "com.marketplace.timer.reconcile"
+FORGET_TIMER = "com.marketplace.timer.forget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,16 @@ class Reconcile:
     requested_by: str
 
 
-Payload = AuctionStarted | BidPlaced | AuctionCancelled | ExpireTimer | StartTimer | Reconcile
+@dataclass(frozen=True, slots=True)
+class ForgetTimer:
+    """The retention sweeper saw `version` of an ended auction (or its marker) pass its retention."""
+
+    auction_id: str
+    version: int
+    fired_at_ms: int
+
+
+Payload = AuctionStarted | BidPlaced | AuctionCancelled | ExpireTimer | StartTimer | Reconcile | ForgetTimer
 
 TYPE_OF: dict[type, str] = {
     AuctionStarted: AUCTION_STARTED,
@@ -90,6 +100,7 @@ TYPE_OF: dict[type, str] = {
     ExpireTimer: EXPIRE_TIMER,
     StartTimer: START_TIMER,
     Reconcile: RECONCILE,
+    ForgetTimer: FORGET_TIMER,
 }
 
 

@@ -23,9 +23,9 @@ from faust.types.tuples import ConsumerMessage
 
 
 class BatchMessage(ConsumerMessage):
-    """One fetched batch of one partition; `offset` is its last record's."""
+    """One fetched batch of one partition; `offset` is its last record's, `first` its first's."""
 
-    __slots__ = ("folded", "records")
+    __slots__ = ("first", "folded", "records")
 
     def __init__(self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int) -> None:
         last = records[-1]
@@ -34,11 +34,13 @@ class BatchMessage(ConsumerMessage):
             None, None, b"", None, 0, 0, tp, generation_id=generation_id,
         )  # fmt: skip
         self.records = records
+        self.first = records[0].offset
         self.folded = False
 
     def on_final_ack(self, consumer: Any) -> bool:
         if not self.folded:
             return False  # Faust skipping it (rebalance): it was not folded, so not committable
+        consumer.batch_acked(self)
         return bool(consumer.ack(self))
 
 
@@ -51,9 +53,24 @@ def acknowledge(event: Any) -> None:
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Batches for the topics named in `batched` (the inputs); single messages for the rest
-    (the table's changelog, which Faust's recovery and standby replicas read record by record)."""
+    (the table's changelog, which Faust's recovery and standby replicas read record by record).
+    A partition's commit moves only over batches acknowledged one after another from where it
+    stands: a batch that was never acknowledged (lost to a bug) stops it rather than being
+    skipped."""
 
     batched: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged first -> last offset
+
+    def batch_acked(self, message: BatchMessage) -> None:
+        self._batches.setdefault(message.tp, {})[message.first] = message.offset
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:  # folded again by the next owner, with batches of other bounds
+            self._batches.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         records, active_partitions = await self._wait_next_records(timeout)
@@ -61,7 +78,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return
         generation_id = self.app.consumer_generation_id
         if not self.flow_active:
-            await self.perform_seek()
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # noqa: BLE001 - as Faust's own getmany: the next round seeks again
+                self.log.warning(f"exception performing seek when flow not active {exc}")
             return
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
@@ -76,16 +96,27 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for record in batch:
                     yield tp, self._to_message(tp, record)
 
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Faust sees a gap between consecutive batches (a message's offset is its batch's last
+        # record's) and would keep one interval per batch, forever, rebuilding its tree each
+        # time. Batched partitions track their acknowledged runs in `_batches` instead.
+        if tp.topic not in self.batched:
+            await super()._add_gap(tp, offset_from, offset_to)
+
     def _new_offset(self, tp: TP) -> int | None:
         if tp.topic not in self.batched:
             return super()._new_offset(tp)
-        acked = self._acked[tp]
-        if not acked:
-            return None
-        offset = max(acked) + 1
-        acked.clear()
+        self._acked[tp].clear()
         self._acked_index[tp].clear()
-        return offset
+        batches = self._batches.get(tp, {})
+        committed = self._committed_offset[tp]
+        position = committed if committed is not None else min(batches, default=None)
+        if position is None:
+            return None
+        start = position
+        while position in batches:
+            position = batches.pop(position) + 1
+        return position if position > start else None
 
 
 def batch_transport(topics: frozenset[str]) -> type[faust_aiokafka.Transport]:

@@ -22,11 +22,15 @@ live worker and an offline replay reach the same decisions from the same log. Ru
 - StartTimer, or the first input the log took at or after starts_at, moves `scheduled` to
   `running` (a `started` change).
 - Cancel ends a live timer with status cancelled.
+- ForgetTimer removes an ended or cancelled auction once the log passed its end plus the
+  retention of ended auctions; what stays is a small marker (`Expired`) so that a late bid is
+  rejected as `expired_auction`, and after one more retention the marker goes too.
 - Version is +1 on every change and unchanged otherwise.
 
-An input delivered again after a crash (its offset is at or below the last offset of its
-topic that changed this timer) changes nothing and emits nothing: the change it made is in
-the state, and the worker wrote the state only after that change's records were in Kafka.
+An input delivered again after a crash (ordered, in the log's order, at or before the input
+that made the stored version) changes nothing and emits nothing: the worker folds an
+auction's inputs in that order and wrote the version only after everything folded before it
+was published. Inputs after it are folded again from that version, to the same records.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from streams import events as ev
-from streams.effects import Audited, Effect, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.state import NOT_APPLIED, RECENT_KEYS, ChangeKind, Status, TimerState
+from streams.effects import Audited, Effect, Forgotten, ReconcileRequested, Rejected, TimerChanged, Tracked
+from streams.state import RECENT_KEYS, ChangeKind, Expired, Status, TimerState
 
 Result = tuple[TimerState | None, list[Effect]]
 Changed = tuple[TimerState, list[Effect]]
@@ -48,6 +52,7 @@ class Rules:
     """What the fold needs besides the log: configuration that replay must use too."""
 
     allowed_lateness_ms: int = 0
+    ended_retention_ms: int = 7 * 86_400_000
 
 
 NO_LATENESS = Rules()
@@ -59,9 +64,14 @@ def event_key(env: ev.Envelope) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
+def position(env: ev.Envelope) -> tuple[int, int, int]:
+    """Where `env` sits in the log's order of its partition number (see streams/order.py)."""
+    return (env.log_ms, env.topic_index, env.offset)
+
+
 def already_applied(state: TimerState, env: ev.Envelope) -> bool:
-    """Is `env` a record this timer has seen change it (or an earlier one of the same topic)?"""
-    return env.topic_index >= 0 and env.offset <= state.applied[env.topic_index]
+    """Was `env` folded before the input that made the stored version (a redelivery)?"""
+    return env.topic_index >= 0 and position(env) <= state.changed_by
 
 
 def apply(state: TimerState | None, env: ev.Envelope, rules: Rules = NO_LATENESS) -> Result:
@@ -75,6 +85,8 @@ def apply(state: TimerState | None, env: ev.Envelope, rules: Rules = NO_LATENESS
         return _register(state, env, data, key)
     if state is None:
         return None, _unknown(env)
+    if isinstance(data, ev.ForgetTimer):
+        return _forget(state, env, data, rules)
     effects: list[Effect] = []
     current = state
     if current.status == "scheduled" and env.log_ms >= current.starts_at_ms and not isinstance(data, ev.StartTimer):
@@ -98,12 +110,6 @@ def _audit(env: ev.Envelope, action: str, version: int | None, reason: str | Non
     return Audited(action, env.auction_id, version, env.id, env.type, env.traceparent, reason, detail)
 
 
-def _applied(applied: tuple[int, ...], env: ev.Envelope) -> tuple[int, ...]:
-    if env.topic_index < 0:
-        return applied
-    return (*applied[: env.topic_index], env.offset, *applied[env.topic_index + 1 :])
-
-
 def _changed(
     state: TimerState, env: ev.Envelope, key: int, kind: ChangeKind, status: Status, **fields: Any
 ) -> TimerState:
@@ -116,7 +122,7 @@ def _changed(
         traceparent=env.traceparent,
         last_event_id=env.id,
         recent_keys=keys,
-        applied=_applied(state.applied, env),
+        changed_by=position(env),
         updated_at_ms=env.log_ms,
         last_change=kind,
         **fields,
@@ -173,7 +179,7 @@ def _register(state: TimerState | None, env: ev.Envelope, data: ev.AuctionStarte
         traceparent=env.traceparent,
         last_event_id=env.id,
         recent_keys=(key,),
-        applied=_applied(NOT_APPLIED, env),
+        changed_by=position(env),
         updated_at_ms=env.log_ms,
         last_change="registered",
     )
@@ -282,4 +288,37 @@ def _cancel(state: TimerState, env: ev.Envelope, cmd: ev.AuctionCancelled, key: 
         TimerChanged("cancelled", new, env.id, env.type),
         _audit(env, "cancelled", new.version, cmd.reason, actor=cmd.actor),
         _track("auction_timer_cancelled", new, reason=cmd.reason, actor=cmd.actor),
+    ]
+
+
+def _forget(state: TimerState, env: ev.Envelope, cmd: ev.ForgetTimer, rules: Rules) -> Result:
+    """An ended or cancelled auction leaves the table once the log passed its end + retention."""
+    if state.live:
+        return state, [_audit(env, "forget_ignored", state.version, "still_live")]
+    if cmd.version != state.version:
+        return state, [_audit(env, "forget_ignored", state.version, "version_mismatch", command_version=cmd.version)]
+    ended = state.ended_at_ms if state.ended_at_ms is not None else state.updated_at_ms
+    if env.log_ms < ended + rules.ended_retention_ms:
+        return state, [_audit(env, "forget_ignored", state.version, "not_due", due_ms=ended + rules.ended_retention_ms)]
+    return None, [
+        Forgotten(state.auction_id, state.version, ended, env.log_ms),
+        _audit(env, "forgotten", state.version, None, ended_at_ms=ended),
+    ]
+
+
+def apply_expired(marker: Expired, env: ev.Envelope, rules: Rules = NO_LATENESS) -> tuple[Expired | None, list[Effect]]:
+    """An input for an auction that was removed after its retention (only its marker is left); a
+    registration is not one: it registers a new auction under the old id."""
+    data = env.data
+    if isinstance(data, ev.ForgetTimer):
+        if data.version == marker.version and env.log_ms >= marker.forgotten_at_ms + rules.ended_retention_ms:
+            return None, [_audit(env, "marker_removed", marker.version, None, ended_at_ms=marker.ended_at_ms)]
+        return marker, [_audit(env, "forget_ignored", marker.version, "not_due")]
+    detail = (
+        f"auction {env.auction_id!r} ended at {marker.ended_at_ms} and was removed at {marker.forgotten_at_ms},"
+        f" after the retention of ended auctions ({rules.ended_retention_ms} ms)"
+    )
+    return marker, [
+        _audit(env, "rejected", marker.version, "expired_auction", ended_at_ms=marker.ended_at_ms),
+        Rejected("expired_auction", detail),
     ]

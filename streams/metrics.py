@@ -41,3 +41,6 @@ HELD_GROUPS = Gauge(
     "auctions_timer_held_partitions",
     "Input partitions whose folding is held because Kafka has not yet acknowledged what they caused",
 )
+FORGETS_ASKED = Counter(
+    "auctions_timer_forgets_asked_total", "Ended auctions (and markers) the retention sweeper asked to remove"
+)

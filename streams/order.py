@@ -87,9 +87,6 @@ class Merger(Generic[T]):
     def queued(self, rank: int) -> int:
         return len(self._queues[rank])
 
-    def caught_up_at(self, rank: int) -> int:
-        return self._caught_up_at[rank]
-
     def drop(self) -> list[T]:
         """Forget everything buffered (the partition was revoked); returns what was dropped."""
         dropped = [item for q in self._queues for _, _, item in q]

@@ -222,6 +222,7 @@ TOPIC_OF: dict[type, str] = {
     ev.ExpireTimer: topics.COMMANDS,
     ev.StartTimer: topics.COMMANDS,
     ev.Reconcile: topics.COMMANDS,
+    ev.ForgetTimer: topics.COMMANDS,
 }
 
 

@@ -16,13 +16,14 @@ from typing import Protocol, assert_never
 from aiokafka.partitioner import murmur2
 
 from streams import effects as fx
+from streams import events as ev
 from streams import outputs
 from streams.decode import decode
 from streams.errors import InvalidEvent
-from streams.fold import NO_LATENESS, Rules, already_applied, apply
+from streams.fold import NO_LATENESS, Rules, already_applied, apply, apply_expired
 from streams.message import Message
 from streams.metrics import LATE_BIDS, REDELIVERED, REJECTED, TRANSITIONS
-from streams.state import TimerState
+from streams.state import Expired, TimerState
 from streams.tracing import current_trace_id, derived_traceparent, trace_id_of
 
 log = logging.getLogger("auction_timer.processor")
@@ -36,11 +37,17 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class States(Protocol):
-    """Timer states by auction id (bytes); `put` records a new version."""
+    """Timer states by auction id (bytes), and the markers of auctions removed after their retention."""
 
     def get(self, key: bytes) -> TimerState | None: ...
 
     def put(self, key: bytes, state: TimerState) -> None: ...
+
+    def expired(self, key: bytes) -> Expired | None: ...
+
+    def forget(self, key: bytes, marker: Expired) -> None: ...
+
+    def drop_expired(self, key: bytes) -> None: ...
 
 
 @dataclass
@@ -97,6 +104,13 @@ class TimerProcessor:
                 )
                 return self._reject(msg, "wrong_partition", detail, "key", env.traceparent)
             state = self.states.get(wanted)
+            if state is None and not isinstance(env.data, ev.AuctionStarted):
+                marker = self.states.expired(wanted)
+                if marker is not None:
+                    kept, effects = apply_expired(marker, env, self.rules)
+                    if kept is None:
+                        self.states.drop_expired(wanted)
+                    return self._carry_out(msg, effects, env.traceparent)
             if state is not None and already_applied(state, env):
                 REDELIVERED.inc()
             new_state, effects = apply(state, env, self.rules)
@@ -134,6 +148,10 @@ class TimerProcessor:
                     out.rejected += rejection.rejected
                 case fx.ReconcileRequested():
                     out.reconcile.append(effect.auction_id)
+                case fx.Forgotten():
+                    marker = Expired("expired", effect.auction_id, effect.version, effect.ended_at_ms,
+                                     effect.forgotten_at_ms)  # fmt: skip
+                    self.states.forget(effect.auction_id.encode(), marker)
                 case _:
                     assert_never(effect)
         return out

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams import topics
@@ -27,7 +28,7 @@ from streams.log_range import read_range
 from streams.message import LOG_APPEND_TIME, Message
 from streams.order import Merger
 from streams.processor import TimerProcessor
-from streams.state import TimerState
+from streams.state import Expired, TimerState
 from streams.topic_admin import partition_counts
 
 TOPIC_ORDER = {name: i for i, name in enumerate(topics.INPUT_TOPICS)}
@@ -35,14 +36,19 @@ TOPIC_ORDER = {name: i for i, name in enumerate(topics.INPUT_TOPICS)}
 
 @dataclass(frozen=True)
 class Window:
-    """Where to start (`earliest`, an offset for every partition, or a time) and to stop
-    (`latest`, meaning the end offsets when the replay starts, or a time)."""
+    """Where to start (`earliest`, an offset for every partition, a time, or `offsets`: given
+    per partition, as after a changelog snapshot) and to stop (`latest`, meaning the end offsets
+    when the replay starts, or a time). A window reaching back past what the topics still hold
+    (retention deleted the oldest records) is refused, never silently shortened."""
 
     start: str = "earliest"
     end: str = "latest"
+    offsets: dict[TopicPartition, int] | None = None
 
     def start_time_ms(self) -> int | None:
-        return None if self.start == "earliest" or self.start.isdigit() else parse_iso_ms(self.start, "--from")
+        if self.offsets is not None or self.start == "earliest" or self.start.isdigit():
+            return None
+        return parse_iso_ms(self.start, "--from")
 
     def end_time_ms(self) -> int | None:
         return None if self.end == "latest" else parse_iso_ms(self.end, "--to")
@@ -123,7 +129,7 @@ async def read_inputs(
                     )
             progress.add(len(got), total)
         progress.finish()
-        if total == 0:
+        if total == 0 and window.offsets is None:
             raise ReplayError(f"no input events between {window.start} and {window.end}")
         return records, partitions
     except (KafkaError, TimeoutError) as exc:
@@ -137,12 +143,24 @@ async def _bounds(
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     beginning = await consumer.beginning_offsets(tps)
     latest = await consumer.end_offsets(tps)
-    starts = dict(beginning)
-    if window.start.isdigit():
-        starts = {tp: max(beginning[tp], min(int(window.start), latest[tp])) for tp in tps}
+    starts = dict.fromkeys(tps, 0)  # earliest: the first record ever written
+    if window.offsets is not None:
+        starts = {tp: window.offsets.get(tp, beginning[tp]) for tp in tps}
+    elif window.start.isdigit():
+        starts = {tp: min(int(window.start), latest[tp]) for tp in tps}
     elif (start_ms := window.start_time_ms()) is not None:
         found = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
+        # Landing on the oldest record still held of a truncated partition: what came before
+        # it (and may be in the window) is gone.
         starts = {tp: found[tp].offset if found[tp] else latest[tp] for tp in tps}
+        starts = {tp: offset - 1 if offset == beginning[tp] > 0 else offset for tp, offset in starts.items()}
+    if lost := {tp: beginning[tp] for tp in tps if starts[tp] < beginning[tp]}:
+        tp, oldest = next(iter(lost.items()))
+        raise ReplayError(
+            f"the window starts before what the input topics still hold: retention deleted {tp.topic}[{tp.partition}]"
+            f" before offset {oldest} (and {len(lost) - 1} more partition(s)); replay --from-changelog, or a later"
+            " --from, or keep inputs longer (AUCTION_TIMER_INPUT_RETENTION_MS)"
+        )
     ends = dict(latest)
     if (end_ms := window.end_time_ms()) is not None:
         found = await consumer.offsets_for_times(dict.fromkeys(tps, end_ms + 1))
@@ -159,15 +177,37 @@ class Replayed:
 
 @dataclass
 class MemoryStates:
-    """The table of a replay: plain decoded states."""
+    """The table of a replay: plain decoded states, and markers of removed auctions."""
 
     states: dict[bytes, TimerState] = field(default_factory=dict)
+    markers: dict[bytes, Expired] = field(default_factory=dict)
 
     def get(self, key: bytes) -> TimerState | None:
         return self.states.get(key)
 
     def put(self, key: bytes, state: TimerState) -> None:
         self.states[key] = state
+
+    def expired(self, key: bytes) -> Expired | None:
+        return self.markers.get(key)
+
+    def forget(self, key: bytes, marker: Expired) -> None:
+        self.states.pop(key, None)
+        self.markers[key] = marker
+
+    def drop_expired(self, key: bytes) -> None:
+        self.markers.pop(key, None)
+
+
+async def committed_offsets(bootstrap: str, group: str, **client_options: Any) -> dict[TopicPartition, int]:
+    """Where the worker's consumer group stands on each input partition (what the changelog reflects)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic in TOPIC_ORDER and meta.offset >= 0}
 
 
 def in_log_order(records: list[Message]) -> list[Message]:
@@ -183,10 +223,17 @@ def in_log_order(records: list[Message]) -> list[Message]:
     return ordered
 
 
-def reprocess(records: list[Message], partitions: int, max_event_bytes: int, rules: Rules = NO_LATENESS) -> Replayed:
-    """Run the worker's processor over the records, in the order the worker folds them."""
+def reprocess(
+    records: list[Message],
+    partitions: int,
+    max_event_bytes: int,
+    rules: Rules = NO_LATENESS,
+    table: MemoryStates | None = None,
+) -> Replayed:
+    """Run the worker's processor over the records, in the order the worker folds them, from
+    `table` (a changelog snapshot) or from nothing."""
     logging.getLogger("auction_timer.processor").setLevel(logging.ERROR)  # rejections are counted instead
-    table = MemoryStates()
+    table = table if table is not None else MemoryStates()
     processor = TimerProcessor(table, partitions, max_event_bytes, rules)
     timeline: list[dict[str, Any]] = []
     rejected: Counter[str] = Counter()

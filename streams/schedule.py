@@ -18,7 +18,10 @@ from typing import Literal
 from streams.state import TimerState
 
 DueKind = Literal["expire", "start", "tick"]
-# A fired deadline whose command has not come back applied is fired again after this long.
+# A fired deadline whose command has not come back applied is fired again: soon at first (the
+# brokers' clocks may be a few ms behind the worker's, so the fold found it not yet due), then
+# backing off to REFIRE_MS (the worker may be behind the log and fold it only later).
+REFIRE_FIRST_MS = 100
 REFIRE_MS = 5_000
 
 
@@ -39,6 +42,7 @@ class Schedule:
     _heap: list[tuple[int, int, DueKind, str, int]] = field(default_factory=list)
     _next_tick: dict[str, int] = field(default_factory=dict)
     _tick_seq: dict[str, int] = field(default_factory=dict)
+    _refires: dict[tuple[str, int, DueKind], int] = field(default_factory=dict)
     _counter: int = 0
 
     def __len__(self) -> int:
@@ -58,6 +62,9 @@ class Schedule:
         if not state.live:
             self.forget(state.auction_id)
             return
+        if current is not None:
+            for kind in ("expire", "start"):
+                self._refires.pop((state.auction_id, current.version, kind), None)
         self.live[state.auction_id] = state
         if state.status == "scheduled":
             self._push(state.starts_at_ms, "start", state)
@@ -81,11 +88,15 @@ class Schedule:
         return seq
 
     def forget(self, auction_id: str) -> None:
-        self.live.pop(auction_id, None)
+        state = self.live.pop(auction_id, None)
+        if state is not None:
+            for kind in ("expire", "start"):
+                self._refires.pop((auction_id, state.version, kind), None)
         self._next_tick.pop(auction_id, None)
         self._tick_seq.pop(auction_id, None)
 
     def clear(self) -> None:
+        self._refires.clear()
         self.live.clear()
         self._heap.clear()
         self._next_tick.clear()
@@ -127,7 +138,9 @@ class Schedule:
                 self.schedule_tick(auction_id, now_ms if behind else due_ms)
             else:
                 out.append(Due(kind, due_ms, state))
-                self._push(now_ms + REFIRE_MS, kind, state)
+                fired = self._refires.get((auction_id, version, kind), 0)
+                self._refires[(auction_id, version, kind)] = fired + 1
+                self._push(now_ms + min(REFIRE_FIRST_MS << fired, REFIRE_MS), kind, state)
         return out
 
     def tick_now(self, state: TimerState, now_ms: int) -> int:

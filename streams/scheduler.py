@@ -50,14 +50,16 @@ class Scheduler:
         self._send_tick = send_tick
         self._clock = clock
         self._wake = asyncio.Event()
+        self._change_ticks: list[outputs.Record] = []
 
-    async def on_change(self, state: TimerState) -> None:
-        """A new version from the fold: tick at once with it and re-plan its deadlines."""
+    def on_change(self, state: TimerState) -> None:
+        """A new version from the fold: re-plan its deadlines and tick at once with it. Called
+        inside the fold, so it only queues the tick: the scheduler's loop sends it next."""
         now = self._clock()
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
         ACTIVE_TIMERS.set(len(self.schedule))
-        checked(await self._send_tick(outputs.tick(state, seq, now)), "tick")
+        self._change_ticks.append(outputs.tick(state, seq, now))
         self._wake.set()
 
     def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
@@ -79,6 +81,13 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             await self._sleep_until_due()
+            ticks, self._change_ticks = self._change_ticks, []
+            for record in ticks:
+                try:
+                    checked(await self._send_tick(record), "tick")
+                except Exception:
+                    SEND_FAILURES.labels("tick").inc()
+                    log.warning("scheduler could not queue a tick", exc_info=True)
             now = self._clock()
             # Deadlines first: a burst of ticks due at the same moment must not delay them.
             for due in sorted(self.schedule.pop_due(now), key=lambda d: d.kind == "tick"):
@@ -88,6 +97,8 @@ class Scheduler:
                     log.exception("scheduler could not send", extra={"auction_id": due.state.auction_id})
 
     async def _sleep_until_due(self) -> None:
+        if self._change_ticks:
+            return
         self._wake.clear()
         due = self.schedule.next_due_ms()
         if due is not None and due <= self._clock():

@@ -5,7 +5,9 @@ The store (Faust's table storage) only ever holds what the changelog holds, as i
 own model. A version the fold made waits here ("dirty") until the records it caused and its
 changelog record are acknowledged by Kafka; only then is it written through. So a partition
 revoked mid-flight leaves nothing behind that the changelog does not know, and a state read
-back after a restart is never newer than what consumers were sent.
+back after a restart is never newer than what consumers were sent. Besides timers the table
+holds the markers of auctions removed after their retention (`Expired`, under their own keys)
+and, for a removal, a tombstone (None).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from streams.state import TimerState, decode_state, encode_state
+from streams.state import Expired, TimerState, auction_key, decode_expired, decode_state, encode_state, expired_key
+
+Stored = TimerState | Expired | None  # None: removed (a tombstone in the changelog)
+_MISSING = object()
 
 
 class RawStore(Protocol):
@@ -27,19 +32,26 @@ class RawStore(Protocol):
     def persisted(self, partition: int, changelog_offset: int) -> None: ...
 
 
+def encode_stored(value: Stored) -> bytes | None:
+    return None if value is None else encode_state(value)
+
+
 class StateCache:
     def __init__(self, raw: RawStore, partition_of: Callable[[bytes], int], capacity: int = 100_000) -> None:
         self.raw = raw
-        self.partition_of = partition_of
+        self._partition_of = partition_of
         self.capacity = capacity
-        self._unwritten: dict[bytes, TimerState] = {}  # made since the last take_unwritten()
-        self._dirty: dict[bytes, TimerState] = {}  # newest version per key not yet in the store
+        self._unwritten: dict[bytes, Stored] = {}  # made since the last take_unwritten()
+        self._dirty: dict[bytes, Stored] = {}  # newest value per key not yet in the store
         self._clean: OrderedDict[bytes, TimerState] = OrderedDict()  # decoded store contents, LRU
 
+    def partition_of(self, key: bytes) -> int:
+        return self._partition_of(auction_key(key))
+
     def get(self, key: bytes) -> TimerState | None:
-        state = self._dirty.get(key)
-        if state is not None:
-            return state
+        dirty = self._dirty.get(key, _MISSING)
+        if dirty is not _MISSING:
+            return dirty if isinstance(dirty, TimerState) else None
         state = self._clean.get(key)
         if state is not None:
             self._clean.move_to_end(key)
@@ -51,21 +63,43 @@ class StateCache:
         self._remember(key, state)
         return state
 
-    def put(self, key: bytes, state: TimerState) -> None:
-        self._dirty[key] = state
-        self._unwritten[key] = state
+    def expired(self, key: bytes) -> Expired | None:
+        """The marker of auction `key` removed after its retention, if any."""
+        marker_key = expired_key(key)
+        dirty = self._dirty.get(marker_key, _MISSING)
+        if dirty is not _MISSING:
+            return dirty if isinstance(dirty, Expired) else None
+        raw = self.raw.get(marker_key, self.partition_of(marker_key))
+        return None if raw is None else decode_expired(raw)
 
-    def take_unwritten(self) -> dict[bytes, TimerState]:
-        """The newest version of each key changed since the last call: one changelog record each."""
+    def put(self, key: bytes, state: TimerState) -> None:
+        self._set(key, state)
+
+    def forget(self, key: bytes, marker: Expired) -> None:
+        """Remove auction `key` (a tombstone) and keep its marker."""
+        self._set(key, None)
+        self._set(expired_key(key), marker)
+
+    def drop_expired(self, key: bytes) -> None:
+        self._set(expired_key(key), None)
+
+    def _set(self, key: bytes, value: Stored) -> None:
+        self._dirty[key] = value
+        self._unwritten[key] = value
+        self._clean.pop(key, None)
+
+    def take_unwritten(self) -> dict[bytes, Stored]:
+        """The newest value of each key changed since the last call: one changelog record each."""
         taken, self._unwritten = self._unwritten, {}
         return taken
 
-    def written(self, key: bytes, state: TimerState) -> None:
-        """The changelog has `state`: write it through to the store."""
-        self.raw.put(key, self.partition_of(key), encode_state(state))
-        if self._dirty.get(key) is state:
+    def written(self, key: bytes, value: Stored, encoded: bytes | None) -> None:
+        """The changelog has `value` (as `encoded`): write it through to the store."""
+        self.raw.put(key, self.partition_of(key), encoded)
+        if key in self._dirty and self._dirty[key] is value:
             del self._dirty[key]
-            self._remember(key, state)
+            if isinstance(value, TimerState):
+                self._remember(key, value)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Revoked or newly assigned partitions: drop what is cached and never written of them."""

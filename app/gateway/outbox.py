@@ -12,8 +12,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from streams.delivery import Delivery
 from streams.outputs import Record
-from streams.producer import LazyProducer
 
 log = logging.getLogger("auction_timer.gateway.outbox")
 SENDS = Counter("auctions_gateway_kafka_sends_total", "Gateway writes to Kafka by result", ["topic", "result"])
@@ -23,7 +23,7 @@ SEND_TIMEOUT_S = 10.0
 
 class Outbox:
     def __init__(self, bootstrap: str, **client_options: Any) -> None:
-        self._producer = LazyProducer(bootstrap, request_timeout_ms=5_000, **client_options)
+        self._producer = Delivery(bootstrap, linger_ms=0, request_timeout_ms=5_000, **client_options)
         self._pending: set[asyncio.Task[None]] = set()
 
     def send(self, record: Record) -> None:
@@ -37,7 +37,7 @@ class Outbox:
 
     async def _send(self, record: Record) -> None:
         try:
-            producer = await asyncio.wait_for(self._producer.get(), SEND_TIMEOUT_S)
+            producer = await asyncio.wait_for(self._producer.producer(), SEND_TIMEOUT_S)
             await asyncio.wait_for(producer.send_and_wait(record.topic, record.value, key=record.key), SEND_TIMEOUT_S)
             SENDS.labels(record.topic, "ok").inc()
         except Exception as exc:  # noqa: BLE001 - counted and logged; requests never fail on it

@@ -25,7 +25,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 from streams import outputs, topics
 from streams.message import Message
 from streams.processor import TimerProcessor
-from streams.state import TimerState, decode_state, encode_state
+from streams.state import Expired, TimerState, decode_state, encode_state
 
 STATE_KEY = b"timer"
 PARTITIONS = 8  # of the bench's input topics
@@ -62,6 +62,16 @@ class QuixStates:
     def put(self, key: bytes, state: TimerState) -> None:
         assert self.current is not None
         self.current.set(STATE_KEY, encode_state(state))
+
+    # The bench's input has no ForgetTimer commands: nothing is ever removed after its retention.
+    def expired(self, key: bytes) -> Expired | None:
+        return None
+
+    def forget(self, key: bytes, marker: Expired) -> None:
+        raise NotImplementedError("the ingest bench never forgets an auction")
+
+    def drop_expired(self, key: bytes) -> None:
+        raise NotImplementedError("the ingest bench never forgets an auction")
 
 
 def main(bootstrap: str, group: str, prefix: str, state_dir: str) -> None:

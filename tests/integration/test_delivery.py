@@ -225,11 +225,13 @@ async def committed(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta is not None}
 
 
-async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack: Stack) -> None:
-    """The audit topic refuses every record (max.message.bytes below their size: a permanent
-    error). The bids that caused those records are not committed, the refusal is reported as
-    permanent, and once the topic takes records again everything owed is published and the
-    bids are committed."""
+@pytest.mark.parametrize("refusing", ["audit", "changelog"])
+async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack: Stack, refusing: str) -> None:
+    """The audit topic, or the table's changelog, refuses every record (max.message.bytes below
+    their size: a permanent error). The bids that caused those records are not committed (their
+    timer events are out already), the refusal is reported as permanent, and once the topic
+    takes records again everything owed is published and the bids are committed."""
+    refused = topics.AUDIT if refusing == "audit" else topics.changelog_topic(APP_ID)
     worker = stack.start_worker()
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
         base = now_ms()
@@ -239,7 +241,7 @@ async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack
         await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "registered", 60, count=8)
         await eventually(partial(committed_to_end, stack.kafka.bootstrap), 60, "the registrations committed")
         before = await committed(stack.kafka.bootstrap, topics.BID_PLACED)
-        await set_topic_config(stack.kafka.bootstrap, topics.AUDIT, **{"max.message.bytes": "64"})
+        await set_topic_config(stack.kafka.bootstrap, refused, **{"max.message.bytes": "64"})
         await produce(producer, *(record(ev.BidPlaced(a, f"b-{a}", "u", "1", now_ms())) for a in auctions))
         await eventually(partial(_logged, worker.log_path, "MessageSizeTooLarge"), 60, "the audit records refused")
         # The extensions' timer events went out; their inputs still may not be committed.
@@ -247,9 +249,11 @@ async def test_records_kafka_refuses_hold_their_inputs_until_it_takes_them(stack
         # Retries back off 0.2, 0.4, 0.8, 1.6 s: four refusals span several of Faust's 0.5 s commits.
         await eventually(partial(_count_at_least, worker.log_path, '"kind":"permanent"', 4), 60, "four refusals")
         assert await committed(stack.kafka.bootstrap, topics.BID_PLACED) == before
-        await set_topic_config(stack.kafka.bootstrap, topics.AUDIT, **{"max.message.bytes": "1048588"})
+        await set_topic_config(stack.kafka.bootstrap, refused, **{"max.message.bytes": "1048588"})
         await eventually(partial(committed_to_end, stack.kafka.bootstrap), 90, "the bids committed")
         await eventually(partial(_no_discrepancy, stack.kafka.bootstrap), 60, "every owed record published")
+        table = await read_table(stack.kafka.bootstrap, APP_ID)
+        assert {a: table[a].extension_count for a in auctions} == dict.fromkeys(auctions, 1)
         assert worker.running()
 
 

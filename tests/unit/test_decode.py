@@ -9,7 +9,7 @@ import pytest
 
 from streams import events as ev
 from streams import topics
-from streams.decode import decode
+from streams.decode import decode, parse_time_ms
 from streams.errors import InvalidEvent
 from streams.message import Message
 from tests.support.events import raw_event
@@ -180,6 +180,21 @@ def test_bad_time_and_content_type() -> None:
     with pytest.raises(InvalidEvent) as caught:
         decode(inbound(topics.BID_PLACED, raw_event(ev.BID_PLACED, GOOD_BID, datacontenttype="text/xml")), 65536)
     assert caught.value.field == "datacontenttype"
+
+
+@pytest.mark.parametrize(
+    "value", ["20261130T000000Z", "2026-W48-1T00:00:00Z", "2026-11-30T00:00Z", "2026-11-30T00:00:00+0100", "2026-11-30"]
+)
+def test_time_must_be_rfc3339_not_any_iso8601(value: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_time_ms(value)
+    assert caught.value.field == "time"
+
+
+def test_rfc3339_times_with_any_zone_parse_exactly() -> None:
+    assert parse_time_ms("2026-11-30T00:00:00Z") == 1_795_996_800_000
+    assert parse_time_ms("2026-11-30T01:00:00.25+01:00") == parse_time_ms("2026-11-30T00:00:00.250Z")
+    assert parse_time_ms("2026-11-30t00:00:00z") == parse_time_ms("2026-11-30T00:00:00Z")
 
 
 def test_oversized_message_is_rejected_before_parsing() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streams import events as ev
-from streams.effects import Audited, ReconcileRequested, Rejected, TimerChanged, Tracked
-from streams.fold import Rules, apply
-from streams.state import RECENT_KEYS, TimerState
+from streams.effects import Audited, Forgotten, ReconcileRequested, Rejected, TimerChanged, Tracked
+from streams.fold import Rules, apply, apply_expired
+from streams.state import RECENT_KEYS, Expired, TimerState
 from tests.support.events import POLICY, T0, bid, envelope, started
 
 
@@ -105,7 +105,7 @@ def test_an_input_delivered_again_after_a_crash_changes_and_emits_nothing() -> N
     assert extended is not None and extended.version == 2
     again, effects = apply(extended, extending)  # same topic, same offset
     assert again is extended and effects == []
-    earlier = placed("a1", T0 + 59_100, offset=extending.offset - 1)  # an older record of that partition
+    earlier = placed("a1", T0 + 58_900, offset=extending.offset - 1)  # an older record of that partition
     assert apply(extended, earlier) == (extended, [])
 
 
@@ -222,7 +222,7 @@ def test_cancel_ends_a_live_timer_once_at_the_log_time() -> None:
         T0 + 5,
     )
     assert kinds(effects) == ["changed:cancelled", "audit:cancelled:fraud", "track:auction_timer_cancelled"]
-    again, effects = apply(cancelled, envelope(ev.AuctionCancelled("a1", "again", "admin-7")))
+    again, effects = apply(cancelled, envelope(ev.AuctionCancelled("a1", "again", "admin-7"), log_ms=T0 + 10))
     assert again is cancelled and kinds(effects) == ["audit:cancel_ignored:already_cancelled"]
     bid_after, effects = apply(cancelled, placed("a1", T0 + 10))
     assert bid_after is cancelled and kinds(effects) == ["audit:bid_ignored:auction_cancelled"]
@@ -243,3 +243,36 @@ def test_remembered_event_keys_are_bounded() -> None:
         long_window = new
     assert len(long_window.recent_keys) == RECENT_KEYS
     assert long_window.version == 101
+
+
+def ended(ends: int = T0 + 60_000) -> TimerState:
+    state, _ = apply(register(ends=ends), command(ev.ExpireTimer("a1", 1, ends), log_ms=ends))
+    assert state is not None and state.status == "ended"
+    return state
+
+
+def test_an_ended_auction_is_forgotten_only_after_its_retention() -> None:
+    rules = Rules(ended_retention_ms=10_000)
+    done = ended()
+    _, effects = apply(register(), command(ev.ForgetTimer("a1", 1, T0 + 99_000), log_ms=T0 + 99_000), rules)
+    assert kinds(effects) == ["audit:forget_ignored:still_live"]
+    early, effects = apply(done, command(ev.ForgetTimer("a1", 2, T0 + 69_999), log_ms=T0 + 69_999), rules)
+    assert early is done and kinds(effects) == ["audit:forget_ignored:not_due"]
+    stale, effects = apply(done, command(ev.ForgetTimer("a1", 1, T0 + 70_000), log_ms=T0 + 70_000), rules)
+    assert stale is done and kinds(effects) == ["audit:forget_ignored:version_mismatch"]
+    gone, effects = apply(done, command(ev.ForgetTimer("a1", 2, T0 + 70_000), log_ms=T0 + 70_000), rules)
+    assert gone is None
+    assert effects[0] == Forgotten("a1", 2, T0 + 60_000, T0 + 70_000)
+    assert kinds(effects[1:]) == ["audit:forgotten:None"]
+
+
+def test_what_comes_for_a_forgotten_auction_is_told_it_expired_then_the_marker_goes() -> None:
+    rules = Rules(ended_retention_ms=10_000)
+    marker = Expired("expired", "a1", 2, T0 + 60_000, T0 + 70_000)
+    kept, effects = apply_expired(marker, placed("a1", T0 + 71_000), rules)
+    assert kept is marker
+    assert kinds(effects) == ["audit:rejected:expired_auction", "reject:expired_auction"]
+    early, effects = apply_expired(marker, command(ev.ForgetTimer("a1", 2, T0 + 79_999), log_ms=T0 + 79_999), rules)
+    assert early is marker and kinds(effects) == ["audit:forget_ignored:not_due"]
+    gone, effects = apply_expired(marker, command(ev.ForgetTimer("a1", 2, T0 + 80_000), log_ms=T0 + 80_000), rules)
+    assert gone is None and kinds(effects) == ["audit:marker_removed:None"]

@@ -23,8 +23,12 @@ def test_deadline_fires_once_at_ends_at_then_refires_later() -> None:
     assert sched.pop_due(T0 + 999) == []
     fired = sched.pop_due(T0 + 1_000)
     assert [(d.kind, d.state.version) for d in fired] == [("expire", 1)]
-    assert sched.pop_due(T0 + 1_000 + REFIRE_MS - 1) == []
-    assert [d.kind for d in sched.pop_due(T0 + 1_000 + REFIRE_MS)] == ["expire"]
+    # Not applied yet: fired again after 100 ms, then 200, 400, ... up to REFIRE_MS apart.
+    at = T0 + 1_000
+    for wait in (100, 200, 400, 800, 1_600, 3_200, REFIRE_MS, REFIRE_MS):
+        assert sched.pop_due(at + wait - 1) == []
+        at += wait
+        assert [d.kind for d in sched.pop_due(at)] == ["expire"]
 
 
 def test_extension_replaces_the_deadline() -> None:

@@ -1,0 +1,292 @@
+"""The engine in-process, with Kafka's two roles played by fakes the test controls: which
+acknowledgements arrive when (so the order "outputs, then changelog, then the input's ack" is
+checked step by step), and where each input partition ends (the merge's evidence)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import RecordMetadata
+
+from streams import effects as fx
+from streams import events as ev
+from streams import pipeline, topics
+from streams.delivery import Outgoing
+from streams.engine import Engine
+from streams.message import LOG_APPEND_TIME
+from streams.processor import TimerProcessor, partition_for
+from streams.states import StateCache
+from tests.support.events import POLICY, T0, record
+from tests.support.waiting import eventually
+
+PARTITIONS = 4
+CHANGELOG = "timer-table-changelog"
+NOW = T0 + 3_600_000  # the engine's clock: after every record's log time
+
+
+@dataclass
+class Rec:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_type: int = LOG_APPEND_TIME
+
+
+@dataclass
+class Call:
+    records: Sequence[Outgoing]
+    done: asyncio.Future[list[RecordMetadata]]
+
+    @property
+    def topics(self) -> set[str]:
+        return {r.topic for r in self.records}
+
+    def ack(self) -> None:
+        if self.done.done():  # cancelled with its partition
+            return
+        metas = [RecordMetadata(r.topic, r.partition or 0, None, i, 0, 0, None) for i, r in enumerate(self.records)]
+        self.done.set_result(metas)
+
+
+class FakeKafka:
+    """Every deliver() waits until the test acknowledges it."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    async def deliver(self, records: Sequence[Outgoing]) -> list[RecordMetadata]:
+        call = Call(list(records), asyncio.get_running_loop().create_future())
+        self.calls.append(call)
+        return await call.done
+
+
+class EndsProbe:
+    """Where each input partition ends: what the test has handed to the engine (so every idle
+    partition is caught up), unless a partition is told to hold records not yet fetched."""
+
+    def __init__(self) -> None:
+        self.ends: dict[TopicPartition, int] = {}
+        self.unfetched: dict[TopicPartition, int] = {}
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends.get(tp, 0) + self.unfetched.get(tp, 0) for tp in tps}
+
+    async def start_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+
+class MemoryRaw:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, partition: int, value: bytes | None) -> None:
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+    def persisted(self, partition: int, changelog_offset: int) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    engine: Engine
+    kafka: FakeKafka
+    probe: EndsProbe
+    raw: MemoryRaw
+    acked: list[str] = field(default_factory=list)
+    changes: list[fx.TimerChanged] = field(default_factory=list)
+    fatal: list[BaseException] = field(default_factory=list)
+    offsets: dict[TopicPartition, itertools.count[int]] = field(default_factory=dict)
+
+    def feed(self, payload: ev.Payload, log_ms: int, label: str) -> None:
+        out = record(payload, time_ms=log_ms)
+        partition = partition_for(out.key, PARTITIONS)
+        tp = TopicPartition(out.topic, partition)
+        offset = next(self.offsets.setdefault(tp, itertools.count()))
+        self.probe.ends[tp] = offset + 1
+        batch = [Rec(offset, log_ms, out.key, out.value)]
+        self.engine.receive(out.topic, partition, batch, lambda: self.acked.append(label))
+
+
+def rig(processor_hook: Callable[[TimerProcessor], None] = lambda p: None) -> Rig:
+    kafka, probe, raw = FakeKafka(), EndsProbe(), MemoryRaw()
+    processor = TimerProcessor(
+        states=StateCache(raw, lambda key: partition_for(key, PARTITIONS)), partitions=PARTITIONS, max_event_bytes=65536
+    )
+    processor_hook(processor)
+    states = processor.states
+    assert isinstance(states, StateCache)
+    made = Rig(None, kafka, probe, raw)  # type: ignore[arg-type]
+    made.engine = Engine(
+        processor, states, kafka, probe, CHANGELOG,
+        on_changes=made.changes.extend, on_reconcile=lambda _: None, on_fatal=made.fatal.append,
+        clock=lambda: NOW,
+    )  # fmt: skip
+    return made
+
+
+def ids_on(partition: int, count: int) -> list[str]:
+    found = (f"auc-{i}" for i in itertools.count())
+    return list(itertools.islice((a for a in found if partition_for(a.encode(), PARTITIONS) == partition), count))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def probe() -> bool:
+        return condition()
+
+    await eventually(probe, timeout, "the engine to get there", interval=0.001)
+
+
+async def acknowledge_all(r: Rig, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Kafka acknowledges whatever is asked of it until `condition` holds."""
+
+    def acked_and_done() -> bool:
+        for call in r.kafka.calls:
+            call.ack()
+        return condition()
+
+    await until(acked_and_done, timeout)
+
+
+def started(auction_id: str) -> ev.AuctionStarted:
+    return ev.AuctionStarted(auction_id, T0, T0 + 60_000, POLICY, "m1")
+
+
+async def test_an_input_is_acknowledged_only_after_its_outputs_and_then_its_changelog_record() -> None:
+    r = rig()
+    (a,) = ids_on(0, 1)
+    r.feed(started(a), T0, "start")
+    await until(lambda: len(r.kafka.calls) == 1)
+    outputs_call = r.kafka.calls[0]
+    assert outputs_call.topics == {topics.TIMER_EVENTS, topics.AUDIT, topics.ANALYTICS}
+    assert [c.kind for c in r.changes] == ["registered"]  # the schedule hears of it at once
+    await until(lambda: len(r.kafka.calls) == 1 and not r.acked)
+    outputs_call.ack()
+    await until(lambda: len(r.kafka.calls) == 2)
+    changelog_call = r.kafka.calls[1]
+    assert changelog_call.topics == {CHANGELOG}
+    assert [(o.key, o.partition) for o in changelog_call.records] == [(a.encode(), 0)]
+    assert r.acked == [] and a.encode() not in r.raw.data  # the store follows the changelog
+    changelog_call.ack()
+    await until(lambda: r.acked == ["start"])
+    assert orjson.loads(r.raw.data[a.encode()])["version"] == 1
+    assert r.fatal == []
+
+
+async def test_a_refused_output_acknowledges_nothing() -> None:
+    r = rig()
+    (a,) = ids_on(0, 1)
+    r.feed(started(a), T0, "start")
+    await until(lambda: len(r.kafka.calls) == 1)
+    r.kafka.calls[0].done.set_exception(RuntimeError("Kafka refused"))
+    await until(lambda: len(r.fatal) == 1)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(r.fatal) == 1  # reported once
+    assert r.acked == [] and len(r.kafka.calls) == 1  # no changelog record, no ack
+
+
+async def test_a_held_partition_folds_nothing_new_while_the_others_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "DELIVERY_PATIENCE_S", 0.01)
+    r = rig()
+    a, a2 = ids_on(0, 2)
+    (b,) = ids_on(1, 1)
+    r.feed(started(a), T0, "a")
+    await until(lambda: len(r.kafka.calls) == 1)
+    stalled = r.kafka.calls[0]
+    await until(lambda: r.engine.groups[0].pipeline.held)
+    r.feed(started(a2), T0 + 1, "a2")  # waits: partition 0 is held
+    r.feed(started(b), T0 + 1, "b")  # partition 1 is not
+    await until(lambda: len(r.kafka.calls) == 2)
+    assert b.encode() in {o.key for o in r.kafka.calls[1].records}
+    r.kafka.calls[1].ack()
+    await until(lambda: len(r.kafka.calls) == 3)
+    r.kafka.calls[2].ack()
+    await until(lambda: r.acked == ["b"])
+    assert [c.state.auction_id for c in r.changes] == [a, b]  # a2 not folded yet
+    stalled.ack()  # Kafka takes partition 0's records: a2 is folded now
+    await until(lambda: len(r.changes) == 3)
+    assert [c.state.auction_id for c in r.changes] == [a, b, a2]
+    await acknowledge_all(r, lambda: sorted(r.acked) == ["a", "a2", "b"])
+
+
+async def test_rounds_are_acknowledged_in_order_even_when_kafka_answers_out_of_order() -> None:
+    r = rig()
+    a1, a2 = ids_on(2, 2)
+    r.feed(started(a1), T0, "first")
+    await until(lambda: len(r.kafka.calls) == 1)
+    r.feed(started(a2), T0 + 1, "second")
+    await until(lambda: len(r.kafka.calls) == 2)
+    r.kafka.calls[1].ack()  # the second round's outputs first
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(r.kafka.calls) == 2 and r.acked == []  # no changelog while the first is out
+    r.kafka.calls[0].ack()
+    await until(lambda: len(r.kafka.calls) == 3)
+    assert {o.key for o in r.kafka.calls[2].records} == {a1.encode(), a2.encode()}  # one write for both
+    r.kafka.calls[2].ack()
+    await until(lambda: r.acked == ["first", "second"])
+
+
+async def test_a_bid_waits_for_an_idle_partition_until_the_log_shows_it_holds_nothing_earlier() -> None:
+    r = rig()
+    (a,) = ids_on(3, 1)
+    bids_tp = TopicPartition(topics.BID_PLACED, 3)
+    r.probe.unfetched[TopicPartition(topics.AUCTION_STARTED, 3)] = 1  # the registration is not fetched yet
+    r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "bid")  # in the soft-close window
+    for _ in range(50):
+        await asyncio.sleep(0.001)  # the evidence loop asks many times meanwhile
+    assert r.kafka.calls == [] and r.changes == []  # the bid waits: the registration may come first
+    r.probe.unfetched.clear()
+    r.feed(started(a), T0, "start")  # fetched late, appended first
+    await until(lambda: len(r.changes) == 2)
+    assert [c.kind for c in r.changes] == ["registered", "extended"]
+    assert r.changes[1].state.ends_at_ms == T0 + 61_000  # the bid's time + 2 s
+    await acknowledge_all(r, lambda: sorted(r.acked) == ["bid", "start"])
+    assert r.probe.ends[bids_tp] == 1
+
+
+async def test_revoking_a_partition_never_acknowledges_its_inputs_later() -> None:
+    r = rig()
+    (a,) = ids_on(0, 1)
+    r.feed(started(a), T0, "start")
+    await until(lambda: len(r.kafka.calls) == 1)
+    await r.engine.revoke([0])
+    r.kafka.calls[0].ack()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert r.acked == [] and len(r.kafka.calls) == 1  # the next owner folds it again
+    assert 0 not in r.engine.groups
+
+
+async def test_a_fold_that_breaks_outside_any_record_stops_the_worker_unacknowledged() -> None:
+    def broken(processor: TimerProcessor) -> None:
+        states = processor.states
+        assert isinstance(states, StateCache)
+
+        def take_unwritten() -> dict[bytes, object]:
+            raise MemoryError("simulated")
+
+        states.take_unwritten = take_unwritten  # type: ignore[method-assign, assignment]
+
+    r = rig(broken)
+    a, a2 = ids_on(0, 2)
+    r.feed(started(a), T0, "start")
+    await until(lambda: len(r.fatal) == 1)
+    assert isinstance(r.fatal[0], MemoryError)
+    r.feed(started(a2), T0 + 1, "later")  # folds nothing more
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(r.fatal) == 1 and r.acked == [] and r.kafka.calls == [] and r.changes == []
