@@ -159,6 +159,12 @@ def _level(raw: str) -> str:
     return raw.upper()
 
 
+def _boolean(raw: str) -> bool:
+    if raw.lower() not in {"true", "false"}:
+        raise ValueError("must be true or false")
+    return raw.lower() == "true"
+
+
 def _optional(raw: str) -> str | None:
     return raw or None
 
@@ -299,6 +305,12 @@ class Settings:
     )
     gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", _host, "gateway bind address")
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
+    gateway_reuse_port: bool = setting(
+        "GATEWAY_REUSE_PORT",
+        "false",
+        _boolean,
+        "true: bind GATEWAY_PORT with SO_REUSEPORT, so several gateway processes (one per core) share it",
+    )
     allowed_origins: tuple[str, ...] = setting(
         "ALLOWED_ORIGINS",
         "",

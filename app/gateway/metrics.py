@@ -17,6 +17,12 @@ DRIFT = Histogram(
 )
 REQUESTS = Counter("auctions_gateway_http_requests_total", "HTTP requests", ["route", "status"])
 LOOP_LAG = Histogram("auctions_gateway_loop_lag_ms", "Event-loop lag of the gateway (ms)", buckets=MS_BUCKETS)
+GC_PAUSE = Histogram(
+    "auctions_gateway_gc_pause_ms",
+    "Garbage-collection pauses of the gateway by generation (ms)",
+    ["generation"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, *MS_BUCKETS[3:]),
+)
 FEED_UP = Gauge("auctions_gateway_feed_up", "1 while the Kafka feed of ticks and events is live (as /readyz says)")
 FEED_SKIPPED = Counter(
     "auctions_gateway_feed_skipped_total", "Feed records skipped: against the contract, or failed", ["topic", "reason"]

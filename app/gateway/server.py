@@ -13,6 +13,7 @@ from aiohttp import web
 from app.gateway import catalogue, mux, rest, ws
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.feed import Feed
+from app.gateway.gc_pauses import GcPauses
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
@@ -114,9 +115,11 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the ticker, the loop-lag probe, memory pruning and the Redis probe run for the
-    app's lifetime."""
+    """The feed, the ticker, the loop-lag probe, memory pruning, the Redis probe and the GC pause
+    metrics run for the app's lifetime."""
     gw = app[GATEWAY]
+    gc_pauses = GcPauses()
+    gc_pauses.install()
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(Ticker(gw.hub, gw.memory, gw.settings.tick_interval_s).run(), name="ticker"),
@@ -132,6 +135,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await task
     await gw.outbox.close()
     await gw.timers.store.client.aclose()
+    gc_pauses.remove()
 
 
 async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
@@ -168,4 +172,5 @@ def run(settings: Settings) -> None:
         access_log=None,
         print=lambda text: log.info(text.strip()),
         shutdown_timeout=5,
+        reuse_port=settings.gateway_reuse_port or None,
     )
