@@ -169,6 +169,8 @@ def run_phase(contender: str, sockets: int, seconds: float, s: Stack, client: Pa
         "sockets": sockets,
         "connected": connect["connected"],
         "connect_seconds": round(connect["connect_seconds"], 2),
+        "connect_failures": result["connect_failures"],
+        "first_connect_error": result.get("first_connect_error"),
         "deliveries": deliveries,
         "expected_deliveries": result["expected_deliveries"],
         "ticks": result["ticks_in_window"],

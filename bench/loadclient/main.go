@@ -26,8 +26,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"runtime/pprof"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,19 +40,26 @@ import (
 
 // A tick's identity: with several server processes behind one port, each numbers and stamps its
 // own, so two processes' ticks never share all three.
-type tickKey struct {
-	auction string
+type tick struct {
+	auction int32 // index in -auctions
 	seq     int64
 	sentMs  int64
+}
+
+// channel is one auction as one socket follows it.
+type channel struct {
+	auction int32
+	last    int64 // the seq of its last numbered message
 }
 
 // reader is one socket's state; only its own goroutine touches it until the end.
 type reader struct {
 	conn      *websocket.Conn
-	follows   []string
-	last      map[string]int64
-	latencies []int32 // microseconds
-	seen      map[tickKey]struct{}
+	follows   int
+	index     map[string]int32    // auction id -> its place in -auctions
+	channels  map[string]*channel // by auction id, from the snapshots on
+	latencies []int32             // microseconds
+	ticks     []tick              // the ticks stamped in the window it got
 	gaps      int
 	ended     time.Time // when reading stopped
 }
@@ -74,11 +82,19 @@ type summary struct {
 	ClientCPUMs        float64            `json:"client_cpu_ms"`
 }
 
-// field finds `"name":` in a compact JSON object and returns the raw value after it (a number,
-// or a string without its quotes). The servers measured all send compact JSON without escapes
-// in these fields; a full decode would cost more than some of the servers do per message.
-func field(msg []byte, name string) []byte {
-	key := []byte(`"` + name + `":`)
+var (
+	keyType    = []byte(`"type":`)
+	keySeq     = []byte(`"seq":`)
+	keyAuction = []byte(`"auction_id":`)
+	keySent    = []byte(`"server_time_ms":`)
+	tickType   = []byte("tick")
+	snapshot   = []byte("snapshot")
+)
+
+// field finds `"name":` (key) in a compact JSON object and returns the raw value after it (a
+// number, or a string without its quotes). The servers measured all send compact JSON without
+// escapes in these fields; a full decode would cost more than some of the servers do per message.
+func field(msg, key []byte) []byte {
 	i := bytes.Index(msg, key)
 	if i < 0 {
 		return nil
@@ -98,15 +114,21 @@ func field(msg []byte, name string) []byte {
 	return rest[:end]
 }
 
+// number parses a JSON integer (a fraction, if any, is dropped).
 func number(raw []byte) (int64, bool) {
-	if raw == nil {
-		return 0, false
+	var n int64
+	digits := 0
+	for _, c := range raw {
+		if c == '.' {
+			break
+		}
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+		digits++
 	}
-	if dot := bytes.IndexByte(raw, '.'); dot >= 0 {
-		raw = raw[:dot]
-	}
-	n, err := strconv.ParseInt(string(raw), 10, 64)
-	return n, err == nil
+	return n, digits > 0
 }
 
 func nowMicros() int64 { return time.Now().UnixNano() / 1000 }
@@ -117,25 +139,21 @@ func init() { windowFrom.Store(1 << 62) }
 func (r *reader) waitSnapshots(deadline time.Time) error {
 	_ = r.conn.SetReadDeadline(deadline)
 	defer r.conn.SetReadDeadline(time.Time{})
-	buf := make([]byte, 0, 1024)
-	for len(r.last) < len(r.follows) {
+	var buf []byte
+	for len(r.channels) < r.follows {
 		msg, err := readInto(r.conn, buf)
 		if err != nil {
 			return err
 		}
-		buf = msg[:0]
-		if string(field(msg, "type")) != "snapshot" {
-			continue
+		buf = msg
+		if err := r.handle(msg, nowMicros()); err != nil {
+			return err
 		}
-		seq, ok := number(field(msg, "seq"))
-		if !ok {
-			return fmt.Errorf("a snapshot without seq: %s", msg)
-		}
-		r.last[string(field(msg, "auction_id"))] = seq
 	}
 	return nil
 }
 
+// readInto reads the next text message into buf's storage (grown as needed).
 func readInto(conn *websocket.Conn, buf []byte) ([]byte, error) {
 	for {
 		kind, rd, err := conn.NextReader()
@@ -145,11 +163,23 @@ func readInto(conn *websocket.Conn, buf []byte) ([]byte, error) {
 		if kind != websocket.TextMessage {
 			continue
 		}
-		b := bytes.NewBuffer(buf[:0])
-		if _, err := b.ReadFrom(rd); err != nil && err != io.EOF {
-			return nil, err
+		if cap(buf) < 2048 {
+			buf = make([]byte, 0, 2048)
 		}
-		return b.Bytes(), nil
+		buf = buf[:0]
+		for {
+			if len(buf) == cap(buf) {
+				buf = append(buf, 0)[:len(buf)]
+			}
+			n, err := rd.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				return buf, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
 	}
 }
 
@@ -160,34 +190,59 @@ var windowFrom, windowTo atomic.Int64
 // window count. Reading starts as soon as the snapshots are in, so pings are answered and
 // nothing queues up while the other sockets connect.
 func (r *reader) run() {
-	buf := make([]byte, 0, 1024)
+	var buf []byte
 	for {
 		msg, err := readInto(r.conn, buf)
+		if err == nil {
+			err = r.handle(msg, nowMicros())
+		}
 		if err != nil {
 			r.ended = time.Now()
 			return
 		}
-		buf = msg[:0]
-		received := nowMicros()
-		seq, numbered := number(field(msg, "seq"))
-		if !numbered {
-			continue // feed status and the like: no auction's sequence
-		}
-		auction := string(field(msg, "auction_id"))
-		if previous, ok := r.last[auction]; ok && seq != previous+1 {
-			r.gaps++
-		}
-		r.last[auction] = seq
-		if string(field(msg, "type")) != "tick" {
-			continue
-		}
-		sent, ok := number(field(msg, "server_time_ms"))
-		if !ok || sent < windowFrom.Load() || sent >= windowTo.Load() {
-			continue
-		}
-		r.latencies = append(r.latencies, int32(received-sent*1000))
-		r.seen[tickKey{auction, seq, sent}] = struct{}{}
+		buf = msg
 	}
+}
+
+// handle checks a message's place in its auction's sequence, and records a tick stamped in the
+// window. A snapshot starts (or restarts) its auction's sequence.
+func (r *reader) handle(msg []byte, received int64) error {
+	seq, numbered := number(field(msg, keySeq))
+	if !numbered {
+		return nil // feed status and the like: no auction's sequence
+	}
+	id := field(msg, keyAuction)
+	ch := r.channels[string(id)]
+	if bytes.Equal(field(msg, keyType), snapshot) {
+		if ch == nil {
+			auction, known := r.index[string(id)]
+			if !known {
+				return fmt.Errorf("a snapshot of an auction not asked for: %s", msg)
+			}
+			ch = &channel{auction: auction}
+			r.channels[string(id)] = ch
+		}
+		ch.last = seq
+		return nil
+	}
+	if ch == nil {
+		r.gaps++ // an update before its auction's snapshot
+		return nil
+	}
+	if seq != ch.last+1 {
+		r.gaps++
+	}
+	ch.last = seq
+	if !bytes.Equal(field(msg, keyType), tickType) {
+		return nil
+	}
+	sent, ok := number(field(msg, keySent))
+	if !ok || sent < windowFrom.Load() || sent >= windowTo.Load() {
+		return nil
+	}
+	r.latencies = append(r.latencies, int32(received-sent*1000))
+	r.ticks = append(r.ticks, tick{ch.auction, seq, sent})
+	return nil
 }
 
 // expected groups the sockets by the ticks they share (union-find over tick identities) and
@@ -205,9 +260,9 @@ func expected(readers []*reader) (ticks, deliveries, silent int) {
 		}
 		return i
 	}
-	owner := map[tickKey]int{}
+	owner := map[tick]int{}
 	for i, r := range readers {
-		for k := range r.seen {
+		for _, k := range r.ticks {
 			if j, ok := owner[k]; ok {
 				parent[find(i)] = find(j)
 			} else {
@@ -221,7 +276,7 @@ func expected(readers []*reader) (ticks, deliveries, silent int) {
 	}
 	largest := 0
 	for i, r := range readers {
-		if len(r.seen) == 0 {
+		if len(r.ticks) == 0 {
 			silent++
 			continue
 		}
@@ -259,14 +314,20 @@ func main() {
 	seconds := flag.Float64("seconds", 20, "the measuring window")
 	drain := flag.Float64("drain", 5, "seconds to keep reading after the window, for late deliveries")
 	parallel := flag.Int("parallel", 200, "handshakes in flight at once")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the window to this file")
 	flag.Parse()
 	ids := strings.Split(*idList, ",")
+	index := map[string]int32{}
+	for i, id := range ids {
+		index[id] = int32(i)
+	}
+	debug.SetGCPercent(400) // a few hundred MB at most: fewer collections, less client CPU
 	if *url == "" || (*mode != "single" && *mode != "mux") {
 		flag.Usage()
 		os.Exit(2)
 	}
 
-	dialer := websocket.Dialer{HandshakeTimeout: 60 * time.Second, ReadBufferSize: 2048, WriteBufferSize: 1024}
+	dialer := websocket.Dialer{HandshakeTimeout: 60 * time.Second, ReadBufferSize: 8192, WriteBufferSize: 1024}
 	subscribe, _ := json.Marshal(map[string]any{"type": "subscribe", "auctions": ids})
 	readers := make([]*reader, *sockets)
 	var failures atomic.Int64
@@ -280,16 +341,16 @@ func main() {
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-slots }()
-			target, follows := *url+"/updates", ids
+			target, follows := *url+"/updates", len(ids)
 			if *mode == "single" {
-				follows = []string{ids[i%len(ids)]}
-				target = *url + "/auctions/" + follows[0] + "/updates"
+				follows = 1
+				target = *url + "/auctions/" + ids[i%len(ids)] + "/updates"
 			}
 			conn, _, err := dialer.Dial(target, http.Header{})
 			if err == nil && *mode == "mux" {
 				err = conn.WriteMessage(websocket.TextMessage, subscribe)
 			}
-			r := &reader{conn: conn, follows: follows, last: map[string]int64{}, seen: map[tickKey]struct{}{}}
+			r := &reader{conn: conn, follows: follows, index: index, channels: map[string]*channel{}}
 			if err == nil {
 				err = r.waitSnapshots(time.Now().Add(120 * time.Second))
 			}
@@ -324,22 +385,29 @@ func main() {
 		os.Exit(1)
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	cpuBefore := cpuMs()
 	fromMs := time.Now().UnixMilli()
 	windowTo.Store(fromMs + int64(*seconds*1000))
 	windowFrom.Store(fromMs)
 	stop := time.UnixMilli(windowTo.Load()).Add(time.Duration(*drain * float64(time.Second)))
+	windowCPU := make(chan float64, 1) // the client's CPU over the window itself, not the drain
+	time.AfterFunc(time.Until(time.UnixMilli(windowTo.Load())), func() { windowCPU <- cpuMs() - cpuBefore })
 	for _, r := range readers {
 		if r != nil {
 			_ = r.conn.SetReadDeadline(stop)
 		}
 	}
 	reading.Wait()
-	cpuAfter := cpuMs()
 
 	out := summary{
 		Mode: *mode, Sockets: *sockets, Connected: connected, ConnectFailures: int(failures.Load()),
-		ConnectSeconds: connectSeconds, WindowSeconds: *seconds, ClientCPUMs: cpuAfter - cpuBefore,
+		ConnectSeconds: connectSeconds, WindowSeconds: *seconds, ClientCPUMs: <-windowCPU,
 	}
 	if e, ok := firstError.Load().(string); ok {
 		out.FirstConnectError = e
