@@ -332,6 +332,12 @@ class Settings:
     ws_subscribe_rate_per_min: int = setting(
         "WS_SUBSCRIBE_RATE_PER_MIN", "60", _integer(1, 100_000), "subscribe messages per /updates WebSocket per minute"
     )
+    ws_heartbeat_s: float = setting(
+        "WS_HEARTBEAT_S",
+        "20",
+        _number(1, 300),
+        "seconds a WebSocket may be silent before the gateway pings it; one that does not answer in half that is reset",
+    )
     ws_close_grace_s: float = setting(
         "WS_CLOSE_GRACE_S",
         "2",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -147,7 +148,25 @@ def gateway_figures(before: list[dict[str, float]], after: list[dict[str, float]
     }
 
 
-def run_phase(contender: str, sockets: int, seconds: float, s: Stack, client: Path) -> dict[str, Any]:
+def profile(pids: list[int], seconds: float, into: Path | None, name: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy (installed by hand: pip install py-spy) samples each gateway process over the window,
+    as collapsed stacks in `into`/`name`-N.txt."""
+    if into is None:
+        return []
+    into.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250", "--nonblocking",
+             "--format", "raw", "--output", str(into / f"{name}-{i}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for i, pid in enumerate(pids)
+    ]
+
+
+def run_phase(
+    contender: str, sockets: int, seconds: float, s: Stack, client: Path, profile_into: Path | None = None
+) -> dict[str, Any]:
     with running(contender, s) as server:
         load = Load(client, server.url, "single", sockets, [AUCTION], seconds)
         connect = load.ready()
@@ -155,6 +174,7 @@ def run_phase(contender: str, sockets: int, seconds: float, s: Stack, client: Pa
         scraped = [scrape(url) for url in server.metrics]
         server_cpu, busy, started_at = sum(cpu_ms(p) for p in pids), machine_busy_ms(), time.monotonic()
         load.go()
+        spies = profile(pids, seconds, profile_into if server.metrics else None, f"{contender}-{sockets}")
         ticks = kafka_ticks(s.kafka.bootstrap, seconds) if contender == "gateway-kafka-ticks" else None
         time.sleep(seconds)
         server_cpu = sum(cpu_ms(p) for p in pids) - server_cpu
@@ -163,6 +183,8 @@ def run_phase(contender: str, sockets: int, seconds: float, s: Stack, client: Pa
         result = load.result()
         if ticks is not None:
             ticks.join()
+        for spy in spies:
+            spy.wait(timeout=60)
     deliveries = result["deliveries"]
     figures = {
         "contender": contender,
@@ -188,12 +210,12 @@ def run_phase(contender: str, sockets: int, seconds: float, s: Stack, client: Pa
     return figures
 
 
-def main(sizes: list[int], seconds: float, contenders: list[str]) -> dict[str, Any]:
+def main(sizes: list[int], seconds: float, contenders: list[str], profile_into: Path | None = None) -> dict[str, Any]:
     client = peers.prepare()
     with stack(AUCTION_TIMER_LOG_LEVEL="WARNING") as s:
         assert s.redis is not None
         asyncio.run(seed(s.redis.url, s.key_prefix, [AUCTION]))
-        phases = [run_phase(c, n, seconds, s, client) for n in sizes for c in contenders]
+        phases = [run_phase(c, n, seconds, s, client, profile_into) for n in sizes for c in contenders]
     return {"auction": AUCTION, "seconds": seconds, "tick_interval_s": 1, "cores_shared_with": SHARED, "phases": phases}
 
 
@@ -201,8 +223,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in FULL.items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
+    parser.add_argument("--profile", type=Path, help="py-spy each gateway over the window, into this directory")
     args = parser.parse_args()
-    figures = main([int(n) for n in args.sizes.split(",")], args.seconds, args.contenders.split(","))
+    figures = main([int(n) for n in args.sizes.split(",")], args.seconds, args.contenders.split(","), args.profile)
     if (args.sizes, args.seconds, args.contenders) == tuple(FULL.values()):
         write("fanout", figures)
     else:

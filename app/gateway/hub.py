@@ -62,6 +62,8 @@ class Connection:
     queue_size: int
     subscriptions: dict[str, Subscriber] = field(default_factory=dict)
     dropped: bool = False
+    heard_at: float = field(default_factory=time.monotonic)  # the client's last frame (app/gateway/heartbeat.py)
+    pinged_at: float | None = None  # our last heartbeat PING
 
     @property
     def closing(self) -> bool:

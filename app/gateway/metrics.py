@@ -11,6 +11,9 @@ CONNECTS = Counter("auctions_gateway_ws_connects_total", "WebSocket connection a
 FANOUT_LATENCY = Histogram(
     "auctions_gateway_fanout_latency_ms", "Server time in a message to its send on a socket (ms)", buckets=MS_BUCKETS
 )
+HEARTBEAT_RESETS = Counter(
+    "auctions_gateway_heartbeat_resets_total", "Sockets reset because they did not answer a heartbeat PING"
+)
 SLOW_CLOSES = Counter("auctions_gateway_slow_consumer_closes_total", "Sockets closed because they read too slowly")
 DRIFT = Histogram(
     "auctions_timer_drift_ms", "Absolute drift clients reported through POST /timers/sync (ms)", buckets=MS_BUCKETS

@@ -14,6 +14,7 @@ from app.gateway import catalogue, mux, rest, ws
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.feed import Feed
 from app.gateway.gc_pauses import GcPauses
+from app.gateway.heartbeat import Heartbeat
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
@@ -115,14 +116,15 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the ticker, the loop-lag probe, memory pruning, the Redis probe and the GC pause
-    metrics run for the app's lifetime."""
+    """The feed, the ticker, the heartbeat, the loop-lag probe, memory pruning, the Redis probe and
+    the GC pause metrics run for the app's lifetime."""
     gw = app[GATEWAY]
     gc_pauses = GcPauses()
     gc_pauses.install()
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(Ticker(gw.hub, gw.memory, gw.settings.tick_interval_s).run(), name="ticker"),
+        asyncio.create_task(Heartbeat(gw.hub, gw.settings.ws_heartbeat_s).run(), name="heartbeat"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
         asyncio.create_task(gw.redis_probe.run(), name="redis-probe"),
