@@ -154,14 +154,12 @@ def profile(pids: list[int], seconds: float, into: Path | None, name: str) -> li
     if into is None:
         return []
     into.mkdir(parents=True, exist_ok=True)
-    return [
-        subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250", "--nonblocking",
-             "--format", "raw", "--output", str(into / f"{name}-{i}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for i, pid in enumerate(pids)
-    ]
+    spies = []
+    for i, pid in enumerate(pids):
+        argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+        argv += ["--nonblocking", "--format", "raw", "--output", str(into / f"{name}-{i}.txt")]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
 
 
 def run_phase(

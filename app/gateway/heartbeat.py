@@ -30,15 +30,14 @@ class Heartbeat:
     def sweep(self, now: float) -> None:
         """Ping the sockets silent for the interval; reset those that left a ping unanswered for
         half of it. (Resetting only schedules the close: the set is not changed meanwhile.)"""
-        patience = self.interval_s / 2
+        patience, interval = self.interval_s / 2, self.interval_s
         for conn in self.hub.connections:
-            if conn.closing:
-                continue
-            if conn.pinged_at is not None and conn.heard_at < conn.pinged_at:
-                if now - conn.pinged_at >= patience:
+            pinged = conn.pinged_at
+            if pinged is not None and conn.heard_at < pinged:
+                if now - pinged >= patience and not conn.closing:
                     HEARTBEAT_RESETS.inc()
                     reset(conn.transport)
-            elif now - conn.heard_at >= self.interval_s:
+            elif now - conn.heard_at >= interval and not conn.closing:
                 conn.transport.write(PING_FRAME)
                 conn.pinged_at = now
 

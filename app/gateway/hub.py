@@ -53,7 +53,7 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: no __dict__ per socket for the garbage collector to walk
 class Connection:
     """One WebSocket, and the auctions it follows."""
 
@@ -67,20 +67,21 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self.ws.closed or self.transport.is_closing()
+        return self.transport.is_closing() or self.ws.closed
 
     def write(self, frame: bytes) -> bool:
-        """Send a frame; False for a slow consumer (its unsent bytes are over its allowance)."""
-        if self.closing:
+        """Send a frame; False for a slow consumer (its unsent bytes are over its allowance).
+        The fan-out's inner loop: one call per socket per message."""
+        transport = self.transport
+        if transport.is_closing() or self.ws.closed:
             return True  # on its way out; the handler detaches it
-        allowance = self.queue_size + len(self.subscriptions)
-        if self.transport.get_write_buffer_size() > allowance * len(frame):
+        if transport.get_write_buffer_size() > (self.queue_size + len(self.subscriptions)) * len(frame):
             return False
-        self.transport.write(frame)
+        transport.write(frame)
         return True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One auction followed by one connection."""
 
@@ -91,12 +92,12 @@ class Subscriber:
 
     def offer(self, seq: int, frame: bytes) -> bool:
         """Send (or, before the snapshot, keep) a frame; False for a slow consumer."""
+        if self.ready:
+            return self.conn.write(frame)
         if self.conn.closing:
             return True  # on its way out; the handler detaches it
-        if not self.ready:
-            self.pending.append((seq, frame))
-            return len(self.pending) <= self.conn.queue_size
-        return self.conn.write(frame)
+        self.pending.append((seq, frame))
+        return len(self.pending) <= self.conn.queue_size
 
     def start(self, after_seq: int) -> None:
         """The snapshot (covering every message up to `after_seq`) is out: send the rest."""
@@ -104,7 +105,7 @@ class Subscriber:
             for seq, frame in self.pending:
                 if seq > after_seq:
                     self.conn.transport.write(frame)
-        self.pending.clear()
+        self.pending = []
         self.ready = True
 
 
@@ -171,12 +172,14 @@ class Hub:
         channel.server_time_ms = max(channel.server_time_ms, int(message.get("server_time_ms") or 0))
         message["seq"] = channel.seq
         frame = text_frame(orjson.dumps(message))
-        delivered = 0
-        for sub in list(channel.subscribers):
-            if sub.offer(channel.seq, frame):
+        delivered, seq, slow = 0, channel.seq, []
+        for sub in channel.subscribers:  # dropping a slow one changes the set: after the loop
+            if sub.offer(seq, frame):
                 delivered += 1
             else:
-                self.drop_slow(sub.conn)
+                slow.append(sub.conn)
+        for conn in slow:
+            self.drop_slow(conn)
         server_time = int(message.get("server_time_ms") or 0)
         if server_time and delivered:
             FANOUT_LATENCY.observe(max(0, self.clock() - server_time))

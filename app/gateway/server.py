@@ -11,9 +11,9 @@ from importlib import resources
 from aiohttp import web
 
 from app.gateway import catalogue, mux, rest, ws
+from app.gateway.collector import Collector
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.feed import Feed
-from app.gateway.gc_pauses import GcPauses
 from app.gateway.heartbeat import Heartbeat
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
@@ -117,13 +117,14 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 async def background(app: web.Application) -> AsyncIterator[None]:
     """The feed, the ticker, the heartbeat, the loop-lag probe, memory pruning, the Redis probe and
-    the GC pause metrics run for the app's lifetime."""
+    the garbage collector's schedule run for the app's lifetime."""
     gw = app[GATEWAY]
-    gc_pauses = GcPauses()
-    gc_pauses.install()
+    collector = Collector()
+    collector.start()
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(Ticker(gw.hub, gw.memory, gw.settings.tick_interval_s).run(), name="ticker"),
+        asyncio.create_task(collector.run(), name="collector"),
         asyncio.create_task(Heartbeat(gw.hub, gw.settings.ws_heartbeat_s).run(), name="heartbeat"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
@@ -137,7 +138,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await task
     await gw.outbox.close()
     await gw.timers.store.client.aclose()
-    gc_pauses.remove()
+    collector.stop()
 
 
 async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
