@@ -40,7 +40,7 @@ async def test_a_socket_that_answers_pings_stays_and_a_silent_one_is_reset(stack
                 await answering.pong(msg.data)
         assert not answering.closed
 
-        kinds = []
+        kinds: list[WSMsgType] = []
         while not kinds or kinds[-1] in (WSMsgType.TEXT, WSMsgType.PING):
             kinds.append((await silent.receive(timeout=HEARTBEAT_S * 3)).type)
         assert WSMsgType.PING in kinds
