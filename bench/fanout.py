@@ -31,6 +31,7 @@ import contextlib
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -131,20 +132,18 @@ def kafka_ticks(bootstrap: str, seconds: float) -> threading.Thread:
 
 def gateway_figures(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
     """Loop lag and GC pauses over the window (bucket bounds); with several processes, the worst."""
-    lag: list[float] = []
-    full_max: list[float] = []
-    gc_ms = full = 0.0
+    lag, longest, gc_ms = 0.0, 0.0, 0.0
     for b, a in zip(before, after, strict=True):
         delta = {k: a[k] - b.get(k, 0.0) for k in a if k.startswith("auctions_gateway_")}
-        lag.append(histogram_quantile(delta, "auctions_gateway_loop_lag_ms", 0.99) or 0.0)
-        full_max.append(histogram_quantile(delta, "auctions_gateway_gc_pause_ms", 1.0, 'generation="2",') or 0.0)
+        lag = max(lag, histogram_quantile(delta, "auctions_gateway_loop_lag_ms", 0.99) or 0.0)
+        for generation in "012":
+            series = f'generation="{generation}",'
+            longest = max(longest, histogram_quantile(delta, "auctions_gateway_gc_pause_ms", 1.0, series) or 0.0)
         gc_ms += sum(v for k, v in delta.items() if k.startswith("auctions_gateway_gc_pause_ms_sum"))
-        full += delta.get('auctions_gateway_gc_pause_ms_count{generation="2"}', 0.0)
     return {
-        "gateway_loop_lag_p99_ms_bucket": max(lag),
+        "gateway_loop_lag_p99_ms_bucket": lag,
         "gateway_gc_ms": round(gc_ms, 1),
-        "gateway_full_collections": int(full),
-        "gateway_full_collection_max_ms_bucket": max(full_max) or None,
+        "gateway_gc_max_ms_bucket": longest,
     }
 
 
@@ -160,6 +159,17 @@ def profile(pids: list[int], seconds: float, into: Path | None, name: str) -> li
         argv += ["--nonblocking", "--format", "raw", "--output", str(into / f"{name}-{i}.txt")]
         spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
+
+
+def hot_frames(collapsed: Path, top: int = 12) -> list[tuple[float, str]]:
+    """The share of a py-spy profile's samples under each frame (inclusive), largest first."""
+    total, under = 0, Counter[str]()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in set(stack.split(";")):
+            under[frame] += int(count)
+    return [(round(100 * n / max(1, total), 1), frame) for frame, n in under.most_common(top)]
 
 
 def run_phase(
@@ -183,6 +193,10 @@ def run_phase(
             ticks.join()
         for spy in spies:
             spy.wait(timeout=60)
+        if profile_into is not None:
+            for collapsed in sorted(profile_into.glob(f"{contender}-{sockets}-*.txt")):
+                print(f"--- {collapsed}", *(f"{share:5.1f}% {frame}" for share, frame in hot_frames(collapsed, 30)),
+                      sep="\n")  # fmt: skip
     deliveries = result["deliveries"]
     figures = {
         "contender": contender,
