@@ -1,6 +1,6 @@
 """Fan-out side by side: SIZES sockets on one auction, one ~400-byte tick a second, our gateway
 next to two minimal reference servers, each in turn in the same run, measured by the same Go
-load client (bench/loadclient: one process, a few µs of CPU per delivery).
+load client (bench/loadclient: one process; its CPU per delivery is reported next to the servers').
 
 Contenders (bench/peers builds and installs the outside ones itself):
 - `node-ws`: Node `ws` broadcasting with `send` per socket (bench/peers/node/server.js);
@@ -20,8 +20,10 @@ machine meanwhile (all cores' busy time from /proc/stat minus server and client)
 gateway also its event-loop lag p99 and its garbage-collection pauses (its histograms over the
 window, bucket bounds).
 
-`python -m bench.fanout` runs the sizes the issues ask for and writes bench/results/fanout.json;
-`--sizes/--seconds/--contenders` run a smaller one, whose figures are printed and not written."""
+`python -m bench.fanout` runs the sizes the issues ask for (the three contenders at 1,000 and
+10,000 sockets, the two other ways of running ours at 10,000) and writes bench/results/fanout.json;
+`--sizes/--seconds/--contenders/--extras` run another plan, whose figures are printed, not written;
+`--profile DIR` also samples each gateway over its window with py-spy (`pip install py-spy`)."""
 
 from __future__ import annotations
 
@@ -53,8 +55,12 @@ from streams.fold import apply
 from tests.support.events import envelope, started
 from tests.support.stack import Stack
 
-CONTENDERS = "node-ws,python-websockets,gateway,gateway-kafka-ticks,gateway-x2"
-FULL = {"sizes": "1000,10000", "seconds": 20.0, "contenders": CONTENDERS}
+FULL = {
+    "sizes": "1000,10000",
+    "seconds": 20.0,
+    "contenders": "node-ws,python-websockets,gateway",
+    "extras": "gateway-kafka-ticks,gateway-x2",  # at the largest size only
+}
 AUCTION = "fan-1"
 SHARED = "the load client, and for our gateway Kafka and Redis, on the same cores; other_cpu_ms is everything else"
 
@@ -222,12 +228,15 @@ def run_phase(
     return figures
 
 
-def main(sizes: list[int], seconds: float, contenders: list[str], profile_into: Path | None = None) -> dict[str, Any]:
+def main(
+    sizes: list[int], seconds: float, contenders: list[str], extras: list[str], profile_into: Path | None = None
+) -> dict[str, Any]:
     client = peers.prepare()
     with stack(AUCTION_TIMER_LOG_LEVEL="WARNING") as s:
         assert s.redis is not None
         asyncio.run(seed(s.redis.url, s.key_prefix, [AUCTION]))
-        phases = [run_phase(c, n, seconds, s, client, profile_into) for n in sizes for c in contenders]
+        plan = [(c, n) for n in sizes for c in contenders + (extras if n == max(sizes) else [])]
+        phases = [run_phase(c, n, seconds, s, client, profile_into) for c, n in plan]
     return {"auction": AUCTION, "seconds": seconds, "tick_interval_s": 1, "cores_shared_with": SHARED, "phases": phases}
 
 
@@ -237,8 +246,11 @@ if __name__ == "__main__":
         parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--profile", type=Path, help="py-spy each gateway over the window, into this directory")
     args = parser.parse_args()
-    figures = main([int(n) for n in args.sizes.split(",")], args.seconds, args.contenders.split(","), args.profile)
-    if (args.sizes, args.seconds, args.contenders) == tuple(FULL.values()):
+    extras = [e for e in args.extras.split(",") if e]
+    figures = main(
+        [int(n) for n in args.sizes.split(",")], args.seconds, args.contenders.split(","), extras, args.profile
+    )
+    if (args.sizes, args.seconds, args.contenders, args.extras) == tuple(FULL.values()):
         write("fanout", figures)
     else:
         print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
