@@ -66,22 +66,25 @@ class Connection:
     dropped: bool = False
     heard_at: float = field(default_factory=time.monotonic)  # the client's last frame (app/gateway/heartbeat.py)
     pinged_at: float | None = None  # our last heartbeat PING
-    held: list[bytes] | None = None  # frames of the hub's current batch
+    held: list[bytes] | None = None  # its frames of the hub's current batch
 
     @property
     def closing(self) -> bool:
         return self.transport.is_closing() or self.ws.closed
 
     def write(self, frame: bytes, batch: list[Connection] | None = None) -> bool:
-        """Send a frame or, in one of the hub's batches, hold it to go out with the rest of the
-        batch in one write; False for a slow consumer (its unsent bytes are over its allowance).
-        The fan-out's inner loop: one call per socket per message."""
+        """Send a frame; False for a slow consumer (its unsent bytes are over its allowance). In
+        one of the hub's batches, a socket that follows several auctions holds its frames, to
+        send them together when the batch ends; one that follows one auction gets at most one
+        frame a batch, and gets it at once. The fan-out's inner loop: one call per socket per
+        message."""
         transport = self.transport
         if transport.is_closing() or self.ws.closed:
             return True  # on its way out; the handler detaches it
-        if transport.get_write_buffer_size() > (self.queue_size + len(self.subscriptions)) * len(frame):
+        following = len(self.subscriptions)
+        if transport.get_write_buffer_size() > (self.queue_size + following) * len(frame):
             return False
-        if batch is None:
+        if batch is None or following == 1:
             transport.write(frame)
         elif self.held is None:
             self.held = [frame]
@@ -149,13 +152,14 @@ class Hub:
     clock: Callable[[], int]
     channels: OrderedDict[str, Channel] = field(default_factory=OrderedDict)  # least recently sent first
     connections: set[Connection] = field(default_factory=set)
-    held: list[Connection] | None = field(default=None, init=False)  # sockets with frames of this batch
+    held: list[Connection] | None = field(default=None, init=False)  # sockets holding frames of the batch
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Publish several messages as one round: each socket gets all its frames of the round in
-        one write (one system call for a catalogue socket's hundred ticks, not a hundred).
-        Nothing inside may await: no other write can come between."""
+        """Publish several messages as one round: a socket that follows several of their auctions
+        gets all its frames of the round in one write when it ends (one system call for a
+        catalogue socket's hundred ticks, not a hundred). Nothing inside may await: no other
+        write can come between."""
         if self.held is not None:
             yield
             return
