@@ -5,7 +5,7 @@ against the same gateway, as many single-auction sockets.
 The auctions are seeded in Redis and no worker runs: every tick is the gateway's own (one a
 second, the tick interval), built from the state it read and stamped with its clock. The Go load
 client (bench/loadclient, one process) records each tick's latency (receive time minus server
-time) and seq gaps. Reported per phase: delivery latency p50/p99, the gateway's loop lag p99 (its
+time) and seq gaps over a window that starts SETTLE_S after the last snapshot. Reported per phase: delivery latency p50/p99, the gateway's loop lag p99 (its
 histogram, bucket bound), its CPU time (user + system, from /proc) per 1,000 deliveries over the
 window, the client's, and what else used the cores meanwhile.
 
@@ -25,7 +25,7 @@ import orjson
 
 from bench import peers
 from bench.common import cpu_ms, machine_busy_ms, seed, stack, write
-from bench.load import Load
+from bench.load import SETTLE_S, Load
 from bench.metrics_scrape import histogram_quantile, scrape
 
 FULL = {"connections": 1_000, "auctions": 100, "seconds": 20.0}
@@ -36,6 +36,7 @@ def run_phase(
 ) -> dict[str, Any]:
     load = Load(client, base.replace("http", "ws", 1), mode, connections, ids, seconds)
     connect = load.ready()
+    time.sleep(SETTLE_S)
     before, cpu_before, busy = scrape(f"{base}/metrics"), cpu_ms(pid), machine_busy_ms()
     load.go()
     time.sleep(seconds)

@@ -12,13 +12,13 @@ Contenders (bench/peers builds and installs the outside ones itself):
 - `gateway-x2`: two gateway processes on one port (AUCTION_TIMER_GATEWAY_REUSE_PORT: the kernel
   spreads the sockets), each ticking its own.
 
-Every contender starts fresh, its sockets connect (at most 200 handshakes in flight), then a
-SECONDS window is measured: delivery latency (receive time minus the tick's server time: same
+Every contender starts fresh, its sockets connect (at most 200 handshakes in flight), and
+SETTLE_S later a SECONDS window is measured: delivery latency (receive time minus the tick's server time: same
 machine, same clock) and seq gaps from the client; the server's CPU (user + system, all threads,
 from /proc/<pid>/stat) over the window per delivery; the client's too; and what else ran on the
 machine meanwhile (all cores' busy time from /proc/stat minus server and client). For our
 gateway also its event-loop lag p99 and its garbage-collection pauses (its histograms over the
-window, bucket bounds).
+window, bucket bounds), and its longest pause while the sockets connected.
 
 `python -m bench.fanout` runs the sizes the issues ask for (the three contenders at 1,000 and
 10,000 sockets, the two other ways of running ours at 10,000) and writes bench/results/fanout.json;
@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import peers
 from bench.common import cpu_ms, live_state, machine_busy_ms, seed, stack, write
-from bench.load import Load
+from bench.load import SETTLE_S, Load
 from bench.metrics_scrape import histogram_quantile, scrape
 from infra.ports import free_port
 from infra.process import ServerProcess, wait_until
@@ -182,8 +182,10 @@ def run_phase(
     contender: str, sockets: int, seconds: float, s: Stack, client: Path, profile_into: Path | None = None
 ) -> dict[str, Any]:
     with running(contender, s) as server:
+        before_connect = [scrape(url) for url in server.metrics]
         load = Load(client, server.url, "single", sockets, [AUCTION], seconds)
         connect = load.ready()
+        time.sleep(SETTLE_S)
         pids = [p.pid for p in server.processes]
         scraped = [scrape(url) for url in server.metrics]
         server_cpu, busy, started_at = sum(cpu_ms(p) for p in pids), machine_busy_ms(), time.monotonic()
@@ -224,6 +226,8 @@ def run_phase(
     }
     if server.metrics:
         figures.update(gateway_figures(scraped, after))
+        connecting = gateway_figures(before_connect, scraped)
+        figures["gateway_gc_max_ms_bucket_connecting"] = connecting["gateway_gc_max_ms_bucket"]
     print(orjson.dumps(figures).decode(), flush=True)
     return figures
 

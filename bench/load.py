@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+SETTLE_S = 2.0  # from the last socket's snapshot to the window: what the connect burst set off is over
+
 
 class Load:
     def __init__(

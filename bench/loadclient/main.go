@@ -1,7 +1,9 @@
 // The fan-out benchmarks' load client: one process, thousands of WebSockets, compiled so that
-// it costs far less per delivery than the servers it measures.
+// its own cost per delivery is little more than the read each delivery needs (reported as
+// client_cpu_ms over the window, next to the servers' CPU).
 //
-// It opens -sockets sockets to -url. In mode "single" socket i follows auction i mod len(ids) at
+// It opens -sockets sockets to -url (at most -parallel handshakes at once), and reads each as
+// soon as its snapshots are in. In mode "single" socket i follows auction i mod len(ids) at
 // {url}/auctions/{id}/updates; in mode "mux" every socket opens {url}/updates and subscribes to
 // every id. Once every socket has its snapshots it prints one line "ready {json}" and waits for
 // a line on standard input. From then on, for -seconds, it records each tick stamped in that
