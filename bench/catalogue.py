@@ -5,9 +5,10 @@ against the same gateway, as many single-auction sockets.
 The auctions are seeded in Redis and no worker runs: every tick is the gateway's own (one a
 second, the tick interval), built from the state it read and stamped with its clock. The Go load
 client (bench/loadclient, one process) records each tick's latency (receive time minus server
-time) and seq gaps over a window that starts SETTLE_S after the last snapshot. Reported per phase: delivery latency p50/p99, the gateway's loop lag p99 (its
-histogram, bucket bound), its CPU time (user + system, from /proc) per 1,000 deliveries over the
-window, the client's, and what else used the cores meanwhile.
+time) and seq gaps over a window that starts SETTLE_S after the last snapshot. Reported per
+phase: delivery latency p50/p99, the gateway's loop lag p99 (its histogram, bucket bound), its
+CPU time (user + system, from /proc) per 1,000 deliveries over the window, the client's, and
+what else used the cores meanwhile.
 
 `python -m bench.catalogue` runs the size the issue asks for (1,000 connections x 100 auctions) and
 writes bench/results/catalogue.json; `--connections/--auctions/--seconds` run a smaller one, whose
