@@ -23,17 +23,16 @@ window, bucket bounds), and its longest pause while the sockets connected.
 `python -m bench.fanout` runs the sizes the issues ask for (the three contenders at 1,000 and
 10,000 sockets, the two other ways of running ours at 10,000) and writes bench/results/fanout.json;
 `--sizes/--seconds/--contenders/--extras` run another plan, whose figures are printed, not written;
-`--profile DIR` also samples each gateway over its window with py-spy (`pip install py-spy`)."""
+`--profile` also samples our gateway over each window with py-spy (bench/profile.py) and adds
+where its time went to the figures."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,10 +42,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench import peers
+from bench import fanout_peers
 from bench.common import cpu_ms, live_state, machine_busy_ms, seed, stack, write
 from bench.load import SETTLE_S, Load
 from bench.metrics_scrape import histogram_quantile, scrape
+from bench.profile import Profile, summarize
 from infra.ports import free_port
 from infra.process import ServerProcess, wait_until
 from streams import outputs
@@ -62,7 +62,7 @@ FULL = {
     "extras": "gateway-kafka-ticks,gateway-x2",  # at the largest size only
 }
 AUCTION = "fan-1"
-SHARED = "the load client, and for our gateway Kafka and Redis, on the same cores; other_cpu_ms is everything else"
+SHARED = "the load client, and for ours Kafka and Redis; others_cores_busy is everything else"
 
 
 @dataclass
@@ -89,7 +89,7 @@ def metrics_feed_up(url: str) -> bool:
 @contextlib.contextmanager
 def running(contender: str, s: Stack) -> Iterator[Running]:
     if contender in ("node-ws", "python-websockets"):
-        proc, url = peers.start_peer(contender, live_state(AUCTION), s.workdir)
+        proc, url = fanout_peers.start_peer(contender, live_state(AUCTION), s.workdir)
         try:
             yield Running([proc], url)
         finally:
@@ -153,33 +153,8 @@ def gateway_figures(before: list[dict[str, float]], after: list[dict[str, float]
     }
 
 
-def profile(pids: list[int], seconds: float, into: Path | None, name: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy (installed by hand: pip install py-spy) samples each gateway process over the window,
-    as collapsed stacks in `into`/`name`-N.txt."""
-    if into is None:
-        return []
-    into.mkdir(parents=True, exist_ok=True)
-    spies = []
-    for i, pid in enumerate(pids):
-        argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
-        argv += ["--nonblocking", "--format", "raw", "--output", str(into / f"{name}-{i}.txt")]
-        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return spies
-
-
-def hot_frames(collapsed: Path, top: int = 12) -> list[tuple[float, str]]:
-    """The share of a py-spy profile's samples under each frame (inclusive), largest first."""
-    total, under = 0, Counter[str]()
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        total += int(count)
-        for frame in set(stack.split(";")):
-            under[frame] += int(count)
-    return [(round(100 * n / max(1, total), 1), frame) for frame, n in under.most_common(top)]
-
-
 def run_phase(
-    contender: str, sockets: int, seconds: float, s: Stack, client: Path, profile_into: Path | None = None
+    contender: str, sockets: int, seconds: float, s: Stack, client: Path, profiled: bool = False
 ) -> dict[str, Any]:
     with running(contender, s) as server:
         before_connect = [scrape(url) for url in server.metrics]
@@ -190,21 +165,18 @@ def run_phase(
         scraped = [scrape(url) for url in server.metrics]
         server_cpu, busy, started_at = sum(cpu_ms(p) for p in pids), machine_busy_ms(), time.monotonic()
         load.go()
-        spies = profile(pids, seconds, profile_into if server.metrics else None, f"{contender}-{sockets}")
+        name = f"{contender}-{sockets}"
+        spies = [Profile(pid, s.workdir / f"{name}-{i}.txt") for i, pid in enumerate(pids)] if profiled else []
         ticks = kafka_ticks(s.kafka.bootstrap, seconds) if contender == "gateway-kafka-ticks" else None
         time.sleep(seconds)
+        for spy in spies:
+            spy.stop()
         server_cpu = sum(cpu_ms(p) for p in pids) - server_cpu
         busy, window = machine_busy_ms() - busy, time.monotonic() - started_at
         after = [scrape(url) for url in server.metrics]
         result = load.result()
         if ticks is not None:
             ticks.join()
-        for spy in spies:
-            spy.wait(timeout=60)
-        if profile_into is not None:
-            for collapsed in sorted(profile_into.glob(f"{contender}-{sockets}-*.txt")):
-                print(f"--- {collapsed}", *(f"{share:5.1f}% {frame}" for share, frame in hot_frames(collapsed, 30)),
-                      sep="\n")  # fmt: skip
     deliveries = result["deliveries"]
     figures = {
         "contender": contender,
@@ -221,9 +193,11 @@ def run_phase(
         "delivery_latency_ms": result["delivery_latency_ms"],
         "server_cpu_us_per_delivery": round(server_cpu * 1000 / max(1, deliveries), 1),
         "client_cpu_us_per_delivery": round(result["client_cpu_ms"] * 1000 / max(1, deliveries), 1),
-        "other_cpu_ms": round(busy - server_cpu - result["client_cpu_ms"]),
+        "others_cores_busy": round((busy - server_cpu - result["client_cpu_ms"]) / (window * 1000), 2),
         "window_s": round(window, 2),
     }
+    if spies:
+        figures["gateway_profile"] = [summarize(spy.out, window, top=15) for spy in spies]
     if server.metrics:
         figures.update(gateway_figures(scraped, after))
         connecting = gateway_figures(before_connect, scraped)
@@ -233,14 +207,14 @@ def run_phase(
 
 
 def main(
-    sizes: list[int], seconds: float, contenders: list[str], extras: list[str], profile_into: Path | None = None
+    sizes: list[int], seconds: float, contenders: list[str], extras: list[str], profiled: bool = False
 ) -> dict[str, Any]:
-    client = peers.prepare()
+    client = fanout_peers.prepare()
     with stack(AUCTION_TIMER_LOG_LEVEL="WARNING") as s:
         assert s.redis is not None
         asyncio.run(seed(s.redis.url, s.key_prefix, [AUCTION]))
         plan = [(c, n) for n in sizes for c in contenders + (extras if n == max(sizes) else [])]
-        phases = [run_phase(c, n, seconds, s, client, profile_into) for c, n in plan]
+        phases = [run_phase(c, n, seconds, s, client, profiled and c.startswith("gateway")) for c, n in plan]
     return {"auction": AUCTION, "seconds": seconds, "tick_interval_s": 1, "cores_shared_with": SHARED, "phases": phases}
 
 
@@ -248,7 +222,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in FULL.items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
-    parser.add_argument("--profile", type=Path, help="py-spy each gateway over the window, into this directory")
+    parser.add_argument("--profile", action="store_true", help="sample our gateways over each window with py-spy")
     args = parser.parse_args()
     extras = [e for e in args.extras.split(",") if e]
     figures = main(

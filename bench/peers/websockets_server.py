@@ -1,5 +1,5 @@
 """Reference server for the fan-out benchmark: python-websockets' asyncio server and its
-`broadcast()`, as its documentation shows them. Runs in a venv of its own (bench/peers.py makes
+`broadcast()`, as its documentation shows them. Runs in a venv of its own (bench/venvs.py makes
 it), so it imports nothing of the project.
 
 `python websockets_server.py PORT STATE_JSON`: WebSockets at /auctions/{id}/updates get a

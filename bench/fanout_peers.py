@@ -1,57 +1,41 @@
-"""The fan-out benchmarks' outside programs, built or installed by the bench itself on first use
-into bench/.build (not committed): the Go load client (bench/loadclient, its modules pinned by
-go.sum), Node `ws` (bench/peers/node, pinned by its package-lock.json) and python-websockets
-(bench/peers/requirements.txt, in a venv of its own)."""
+"""The fan-out benchmarks' outside programs, built or installed by the bench itself on first use:
+the Go load client (bench/loadclient, its modules pinned by go.sum; built into .bench/), Node
+`ws` (bench/peers/node, pinned by its package-lock.json) and python-websockets (a venv under
+.bench/, bench/venvs.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from bench.venvs import HOME, websockets_python
 from infra.ports import free_port, is_listening
 from infra.process import ServerProcess, wait_until
 
-BENCH = Path(__file__).resolve().parents[1]
-BUILD = BENCH / ".build"
+BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
 NODE = PEERS / "node"
 
 
 def loadclient() -> Path:
     """Build the Go load client (incremental: a no-op when nothing changed)."""
-    binary = BUILD / "loadclient"
+    binary = HOME / "loadclient"
     subprocess.run(["go", "build", "-mod=readonly", "-o", str(binary), "."], cwd=BENCH / "loadclient", check=True)
     return binary
 
 
-def _stale(stamp: Path, *sources: Path) -> bool:
-    return not stamp.exists() or any(s.stat().st_mtime > stamp.stat().st_mtime for s in sources)
-
-
 def node_modules() -> None:
+    """`npm ci` into bench/peers/node when its lock file is newer than what is installed."""
     stamp = NODE / "node_modules" / ".stamp"
-    if _stale(stamp, NODE / "package-lock.json"):
+    if not stamp.exists() or (NODE / "package-lock.json").stat().st_mtime > stamp.stat().st_mtime:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True, stdout=subprocess.DEVNULL)
         stamp.touch()
 
 
-def websockets_python() -> Path:
-    venv = BUILD / "websockets-venv"
-    stamp = venv / ".stamp"
-    requirements = PEERS / "requirements.txt"
-    if _stale(stamp, requirements):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([venv / "bin" / "pip", "install", "-q", "-r", str(requirements)], check=True)
-        stamp.touch()
-    return venv / "bin" / "python"
-
-
 def prepare() -> Path:
-    """Everything the fan-out benchmarks run besides the project; returns the load client."""
-    BUILD.mkdir(exist_ok=True)
+    """Everything the fan-out benchmark runs besides the project; returns the load client."""
     node_modules()
     websockets_python()
     return loadclient()
