@@ -12,10 +12,11 @@ Contenders (bench/peers builds and installs the outside ones itself):
 - `gateway-x2`: two gateway processes on one port (AUCTION_TIMER_GATEWAY_REUSE_PORT: the kernel
   spreads the sockets), each ticking its own.
 
-Every contender starts fresh, its sockets connect (at most 200 handshakes in flight), and
-SETTLE_S later a SECONDS window is measured: delivery latency (receive time minus the tick's server time: same
-machine, same clock) and seq gaps from the client; the server's CPU (user + system, all threads,
-from /proc/<pid>/stat) over the window per delivery; the client's too; and what else ran on the
+Every contender starts fresh; its CPU with no socket is measured for IDLE_S; its sockets
+connect (at most 200 handshakes in flight); SETTLE_S later a SECONDS window is measured:
+delivery latency (receive time minus the tick's server time: same machine, same clock) and seq
+gaps from the client; the server's CPU (user + system, all threads, from /proc/<pid>/stat) over
+the window per delivery, also net of its idle CPU; the client's; and what else ran on the
 machine meanwhile (all cores' busy time from /proc/stat minus server and client). For our
 gateway also its event-loop lag p99 and its garbage-collection pauses (its histograms over the
 window, bucket bounds), and its longest pause while the sockets connected.
@@ -62,6 +63,7 @@ FULL = {
     "extras": "gateway-kafka-ticks,gateway-x2",  # at the largest size only
 }
 AUCTION = "fan-1"
+IDLE_S = 5.0  # each server's CPU with no socket, measured before they connect
 SHARED = "the load client, and for ours Kafka and Redis; others_cores_busy is everything else"
 
 
@@ -157,11 +159,14 @@ def run_phase(
     contender: str, sockets: int, seconds: float, s: Stack, client: Path, profiled: bool = False
 ) -> dict[str, Any]:
     with running(contender, s) as server:
+        pids = [p.pid for p in server.processes]
+        idle = sum(cpu_ms(p) for p in pids)
+        time.sleep(IDLE_S)
+        idle_ms_per_s = (sum(cpu_ms(p) for p in pids) - idle) / IDLE_S
         before_connect = [scrape(url) for url in server.metrics]
         load = Load(client, server.url, "single", sockets, [AUCTION], seconds)
         connect = load.ready()
         time.sleep(SETTLE_S)
-        pids = [p.pid for p in server.processes]
         scraped = [scrape(url) for url in server.metrics]
         server_cpu, busy, started_at = sum(cpu_ms(p) for p in pids), machine_busy_ms(), time.monotonic()
         load.go()
@@ -192,6 +197,11 @@ def run_phase(
         "closed_early": result["closed_early"],
         "delivery_latency_ms": result["delivery_latency_ms"],
         "server_cpu_us_per_delivery": round(server_cpu * 1000 / max(1, deliveries), 1),
+        # What it costs with no socket at all (its timers, probes, feed), per second, and so net of it.
+        "server_idle_cpu_ms_per_s": round(idle_ms_per_s, 1),
+        "server_cpu_us_per_delivery_net_of_idle": round(
+            (server_cpu - idle_ms_per_s * window) * 1000 / max(1, deliveries), 1
+        ),
         "client_cpu_us_per_delivery": round(result["client_cpu_ms"] * 1000 / max(1, deliveries), 1),
         "others_cores_busy": round((busy - server_cpu - result["client_cpu_ms"]) / (window * 1000), 2),
         "window_s": round(window, 2),

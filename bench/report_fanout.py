@@ -14,7 +14,9 @@ def shared(phase: dict[str, Any]) -> str:
 
 def brief(phase: dict[str, Any]) -> str:
     lat = phase["delivery_latency_ms"]
-    return f"p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, {phase['server_cpu_us_per_delivery']} µs/delivery"
+    net = phase.get("server_cpu_us_per_delivery_net_of_idle")
+    cpu = f"{phase['server_cpu_us_per_delivery']} µs/delivery" + (f" ({net} net of idle)" if net is not None else "")
+    return f"p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, {cpu}"
 
 
 def delivered(*phases: dict[str, Any]) -> str:
