@@ -159,6 +159,12 @@ def _level(raw: str) -> str:
     return raw.upper()
 
 
+def _boolean(raw: str) -> bool:
+    if raw.lower() not in {"true", "false"}:
+        raise ValueError("must be true or false")
+    return raw.lower() == "true"
+
+
 def _optional(raw: str) -> str | None:
     return raw or None
 
@@ -299,6 +305,12 @@ class Settings:
     )
     gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", _host, "gateway bind address")
     gateway_port: int = setting("GATEWAY_PORT", "8080", _integer(0, 65535), "gateway port")
+    gateway_reuse_port: bool = setting(
+        "GATEWAY_REUSE_PORT",
+        "false",
+        _boolean,
+        "true: bind GATEWAY_PORT with SO_REUSEPORT, so several gateway processes (one per core) share it",
+    )
     allowed_origins: tuple[str, ...] = setting(
         "ALLOWED_ORIGINS",
         "",
@@ -319,6 +331,12 @@ class Settings:
     )
     ws_subscribe_rate_per_min: int = setting(
         "WS_SUBSCRIBE_RATE_PER_MIN", "60", _integer(1, 100_000), "subscribe messages per /updates WebSocket per minute"
+    )
+    ws_heartbeat_s: float = setting(
+        "WS_HEARTBEAT_S",
+        "20",
+        _number(1, 300),
+        "seconds a WebSocket may be silent before the gateway pings it; one that does not answer in half that is reset",
     )
     ws_close_grace_s: float = setting(
         "WS_CLOSE_GRACE_S",

@@ -3,10 +3,12 @@ auctions over /updates (CONNECTIONS x AUCTIONS deliveries a tick round), and, in
 against the same gateway, as many single-auction sockets.
 
 The auctions are seeded in Redis and no worker runs: every tick is the gateway's own (one a
-second, the tick interval), built from the state it read and stamped with its clock. Clients in
-CLIENT_PROCESSES processes record each tick's latency (receive time minus server time).
-Reported per phase: delivery latency p50/p99, the gateway's loop lag p99 (its histogram, bucket
-bound), and its CPU time (user + system, from /proc) per 1,000 deliveries.
+second, the tick interval), built from the state it read and stamped with its clock. The Go load
+client (bench/loadclient, one process) records each tick's latency (receive time minus server
+time) and seq gaps over a window that starts SETTLE_S after the last snapshot. Reported per
+phase: delivery latency p50/p99, the gateway's loop lag p99 (its histogram, bucket bound), its
+CPU time (user + system, from /proc) per 1,000 deliveries over the window, the client's, and
+what else used the cores meanwhile.
 
 `python -m bench.catalogue` runs the size the issue asks for (1,000 connections x 100 auctions) and
 writes bench/results/catalogue.json; `--connections/--auctions/--seconds` run a smaller one, whose
@@ -16,115 +18,70 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
-from bench.common import stack, write
+from bench import fanout_peers
+from bench.common import cpu_ms, machine_busy_ms, seed, stack, write
+from bench.load import SETTLE_S, Load
 from bench.metrics_scrape import histogram_quantile, scrape
-from projections.keys import Keys
-from projections.store import Projected, ProjectionStore
-from streams.clock import wall_ms
-from streams.fold import apply
-from tests.support.events import envelope, started
 
 FULL = {"connections": 1_000, "auctions": 100, "seconds": 20.0}
-CLIENT_PROCESSES = 4
-TICKS = 1_000 / os.sysconf("SC_CLK_TCK")  # ms per clock tick of /proc/<pid>/stat
 
 
-def cpu_ms(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICKS  # utime + stime
-
-
-async def seed(redis_url: str, prefix: str, ids: list[str]) -> None:
-    now = wall_ms()
-    states = []
-    for auction_id in ids:
-        state, _ = apply(None, envelope(started(auction_id, now, now + 3_600_000), time_ms=now))
-        assert state is not None
-        states.append(Projected.of(state.public()))
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        await ProjectionStore(client, Keys(prefix), 3600).write(states, "newer", now)
-    finally:
-        await client.aclose()
-
-
-def percentile(histogram: dict[int, int], q: float) -> float:
-    total, seen = sum(histogram.values()), 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= q * total:
-            return float(value)
-    return float("nan")
-
-
-def run_phase(base: str, pid: int, mode: str, connections: int, ids: list[str], seconds: float) -> dict[str, Any]:
-    share, extra = divmod(connections, CLIENT_PROCESSES)
-    counts = [share + (i < extra) for i in range(CLIENT_PROCESSES)]
-    command = [sys.executable, "-m", "bench.catalogue_client", base, mode]
-    clients = [
-        subprocess.Popen(
-            [*command, str(n), str(seconds), ",".join(ids)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for n in counts
-        if n
-    ]
-    for client in clients:
-        assert client.stdout is not None and client.stdout.readline().strip() == "ready"
-    before, cpu_before = scrape(f"{base}/metrics"), cpu_ms(pid)
-    for client in clients:
-        assert client.stdin is not None
-        client.stdin.write("go\n")
-        client.stdin.flush()
-    histogram: dict[int, int] = {}
-    gaps = 0
-    for client in clients:
-        out, _ = client.communicate(timeout=seconds + 120)
-        result = orjson.loads(out.strip().splitlines()[-1])
-        for value, count in result["histogram"].items():
-            histogram[int(value)] = histogram.get(int(value), 0) + count
-        gaps += result["gaps"]
-    after, cpu_after = scrape(f"{base}/metrics"), cpu_ms(pid)
+def run_phase(
+    client: Path, base: str, pid: int, mode: str, connections: int, ids: list[str], seconds: float
+) -> dict[str, Any]:
+    load = Load(client, base.replace("http", "ws", 1), mode, connections, ids, seconds)
+    connect = load.ready()
+    time.sleep(SETTLE_S)
+    before, cpu_before, busy = scrape(f"{base}/metrics"), cpu_ms(pid), machine_busy_ms()
+    load.go()
+    time.sleep(seconds)
+    after, cpu, busy = scrape(f"{base}/metrics"), cpu_ms(pid) - cpu_before, machine_busy_ms() - busy
+    result = load.result()
     delta = {k: after[k] - before.get(k, 0.0) for k in after if k.startswith("auctions_gateway_")}
-    deliveries = sum(histogram.values())
+    deliveries = result["deliveries"]
     per_round = connections * (len(ids) if mode == "mux" else 1)
     return {
         "mode": mode,
         "connections": connections,
+        "connected": connect["connected"],
+        "connect_seconds": round(connect["connect_seconds"], 2),
+        "connect_failures": result["connect_failures"],
+        "first_connect_error": result.get("first_connect_error"),
         "auctions_per_connection": len(ids) if mode == "mux" else 1,
         "deliveries_per_tick_round": per_round,
         "deliveries": deliveries,
-        "expected_deliveries_about": int(per_round * seconds),
-        "sequence_gaps": gaps,
-        "delivery_latency_ms": {
-            "p50": percentile(histogram, 0.5),
-            "p99": percentile(histogram, 0.99),
-            "max": float(max(histogram, default=0)),
-        },
+        "expected_deliveries": result["expected_deliveries"],
+        "sequence_gaps": result["sequence_gaps"],
+        "closed_early": result["closed_early"],
+        "delivery_latency_ms": result["delivery_latency_ms"],
         "gateway_loop_lag_p99_ms_bucket": histogram_quantile(delta, "auctions_gateway_loop_lag_ms", 0.99),
-        "gateway_cpu_ms_per_1000_deliveries": round((cpu_after - cpu_before) / max(1, deliveries) * 1000, 2),
+        "gateway_cpu_ms_per_1000_deliveries": round(cpu / max(1, deliveries) * 1000, 2),
+        "client_cpu_ms_per_1000_deliveries": round(result["client_cpu_ms"] / max(1, deliveries) * 1000, 2),
+        "others_cores_busy": round((busy - cpu - result["client_cpu_ms"]) / (seconds * 1000), 2),
         "slow_consumer_closes": delta.get("auctions_gateway_slow_consumer_closes_total", 0.0),
     }
 
 
 def main(connections: int, auctions: int, seconds: float) -> dict[str, Any]:
     ids = [f"cat-{i:03d}" for i in range(auctions)]
+    client = fanout_peers.loadclient()
     with stack(AUCTION_TIMER_LOG_LEVEL="WARNING") as s:
-        gateway, base = s.start_gateway(
-            AUCTION_TIMER_WS_MAX_PER_ADDRESS=str(connections + 100), AUCTION_TIMER_WS_SEND_QUEUE="256"
-        )
+        gateway, base = s.start_gateway(AUCTION_TIMER_WS_MAX_PER_ADDRESS=str(connections + 100))
         assert s.redis is not None
         asyncio.run(seed(s.redis.url, s.key_prefix, ids))
-        phases = [run_phase(base, gateway.pid, mode, connections, ids, seconds) for mode in ("mux", "single")]
-    return {"client_processes": CLIENT_PROCESSES, "tick_interval_s": 1, "seconds": seconds, "phases": phases}
+        phases = [run_phase(client, base, gateway.pid, mode, connections, ids, seconds) for mode in ("mux", "single")]
+    return {
+        "tick_interval_s": 1,
+        "seconds": seconds,
+        "cores_shared_with": "the load client, Kafka and Redis; others_cores_busy is everything else",
+        "phases": phases,
+    }
 
 
 if __name__ == "__main__":

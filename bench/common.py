@@ -13,8 +13,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from infra.kafka_server import KafkaCluster
 from infra.redis_server import RedisServer
+from projections.keys import Keys
+from projections.store import Projected, ProjectionStore
+from streams.clock import wall_ms
+from streams.fold import apply
+from tests.support.events import envelope, started
 from tests.support.stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,6 +73,25 @@ def write(name: str, figures: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **figures}, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
     return path
+
+
+def live_state(auction_id: str) -> dict[str, Any]:
+    """The public state of an auction started now that ends in an hour (what ticks carry)."""
+    now = wall_ms()
+    state, _ = apply(None, envelope(started(auction_id, now, now + 3_600_000), time_ms=now))
+    assert state is not None
+    return state.public()
+
+
+async def seed(redis_url: str, prefix: str, ids: list[str]) -> None:
+    """Project live auctions into Redis, as the worker would have: the gateway reads them for its
+    snapshots and ticks them itself."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        states = [Projected.of(live_state(auction_id)) for auction_id in ids]
+        await ProjectionStore(client, Keys(prefix), 3600).write(states, "newer", wall_ms())
+    finally:
+        await client.aclose()
 
 
 @contextlib.contextmanager

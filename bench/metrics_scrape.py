@@ -16,12 +16,13 @@ def scrape(url: str) -> dict[str, float]:
     return values
 
 
-def histogram_quantile(values: dict[str, float], metric: str, q: float) -> float | None:
-    """The upper bound of the bucket holding the q-quantile (what histogram_quantile rounds to)."""
+def histogram_quantile(values: dict[str, float], metric: str, q: float, labels: str = "") -> float | None:
+    """The upper bound of the bucket holding the q-quantile (what histogram_quantile rounds to);
+    `labels` picks one series, as it stands before `le` (`generation="2",`)."""
     buckets = sorted(
         (float(name.split('le="')[1].split('"')[0]), count)
         for name, count in values.items()
-        if name.startswith(f"{metric}_bucket{{")
+        if name.startswith(f"{metric}_bucket{{{labels}")
     )
     if not buckets or buckets[-1][1] == 0:
         return None

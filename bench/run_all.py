@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import report_worker
+from bench import report_fanout, report_worker
 from bench.report_worker import ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,25 +25,9 @@ def load(name: str) -> dict[str, Any]:
 
 def rows() -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
-    fanout, clients, recovery = load("fanout"), load("clients"), load("recovery")
+    clients, recovery = load("clients"), load("recovery")
     out += report_worker.rows(load)
-    for phase in fanout.get("phases", []):
-        target = "p99 ≤ 25 ms" if phase["subscribers"] <= 1_000 else "p99 ≤ 150 ms; loop lag p99 ≤ 10 ms"
-        lat = phase["delivery_latency_ms"]
-        delivered = f"{phase['deliveries']:,}/{phase['expected_deliveries']:,} delivered"
-        lag = ms(phase["gateway_loop_lag_p99_ms_bucket"])
-        gateway_side = ms(phase.get("gateway_fanout_p99_ms_bucket"))
-        out.append((f"Fan-out, {phase['subscribers']:,} subscribers of one auction", target,
-                    f"clients saw p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}; gateway-side p99 ≤ {gateway_side}; "
-                    f"{delivered}, {phase['sequence_gaps']} gaps; loop lag p99 ≤ {lag}"))  # fmt: skip
-    for phase in load("catalogue").get("phases", []):
-        lat = phase["delivery_latency_ms"]
-        what = (f"{phase['auctions_per_connection']:,} auctions each over /updates" if phase["mode"] == "mux"
-                else "one auction each")  # fmt: skip
-        out.append((f"Catalogue fan-out, {phase['connections']:,} sockets, {what}", "report (issue #16)",
-                    f"p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}; {phase['deliveries']:,} delivered, "
-                    f"{phase['sequence_gaps']} gaps; loop lag p99 ≤ {ms(phase['gateway_loop_lag_p99_ms_bucket'])}; "
-                    f"gateway CPU {phase['gateway_cpu_ms_per_1000_deliveries']} ms per 1,000 deliveries"))  # fmt: skip
+    out += report_fanout.rows(load)
     if clients:
         err = clients["countdown_error_ms"]
         out.append(("Client countdown error vs truth (clock ±10 min, 0-200 ms jitter)", "p99 ≤ 50 ms",

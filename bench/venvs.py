@@ -1,5 +1,6 @@
 """Virtual environments the benchmarks make for themselves under .bench/ (not committed), each
-rebuilt when what it should hold changes: Quix Streams for the ingest peer, py-spy for profiles."""
+rebuilt when what it should hold changes: Quix Streams for the ingest peer, python-websockets for
+the fan-out peer, py-spy for profiles."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HOME = ROOT / ".bench"
 QUIX = "quixstreams==3.28.1"
 PY_SPY = "py-spy==0.4.3"
+WEBSOCKETS = "websockets==17.4"
 # What streams.processor imports besides the standard library, at the versions the project pins.
 PROCESSOR_NEEDS = ("orjson", "aiokafka", "prometheus-client")
 
@@ -43,6 +45,10 @@ def venv(name: str, requirements: list[str], project: bool = False) -> Path:
 
 def quix_python() -> Path:
     return venv("quix", [QUIX, *(pinned(name) for name in PROCESSOR_NEEDS)], project=True)
+
+
+def websockets_python() -> Path:
+    return venv("websockets", [WEBSOCKETS])
 
 
 def py_spy() -> Path:

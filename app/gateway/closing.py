@@ -62,12 +62,22 @@ async def let_go(transport: asyncio.BaseTransport, grace_s: float) -> None:
             await asyncio.sleep(POLL_S)
     except asyncio.CancelledError:  # the gateway is stopping: no more grace
         reset(transport)
+        release(transport)
         raise
     if unsent_bytes(transport):
         reset(transport)
     else:
         transport.close()
+    release(transport)
     await asyncio.sleep(0)  # asyncio closes the socket in a callback it has just scheduled
+
+
+def release(transport: asyncio.BaseTransport) -> None:
+    """Break the reference cycle a closed asyncio socket transport keeps to itself (CPython 3.11:
+    its `_read_ready_cb` is a bound method of itself), so that it, its socket and its buffers are
+    freed at once rather than left to a full garbage collection. Closed, it reads no more."""
+    if transport.is_closing() and getattr(transport, "_read_ready_cb", None) is not None:
+        transport._read_ready_cb = None  # type: ignore[attr-defined]
 
 
 class GatewayWebSocket(web.WebSocketResponse):

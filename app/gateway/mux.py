@@ -32,7 +32,7 @@ async def updates_many(request: web.Request) -> web.StreamResponse:
 
 async def serve(gw: Gateway, conn: Connection, address: str) -> None:
     session = Session(gw, conn, address)
-    await read_client(gw, conn.ws, {"subscribe": session.subscribe, "unsubscribe": session.unsubscribe})
+    await read_client(gw, conn, {"subscribe": session.subscribe, "unsubscribe": session.unsubscribe})
 
 
 @dataclass

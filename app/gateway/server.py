@@ -11,8 +11,10 @@ from importlib import resources
 from aiohttp import web
 
 from app.gateway import catalogue, mux, rest, ws
+from app.gateway.collector import Collector
 from app.gateway.context import GATEWAY, Gateway
 from app.gateway.feed import Feed
+from app.gateway.heartbeat import Heartbeat
 from app.gateway.hub import Hub
 from app.gateway.last_seen import LastSeen
 from app.gateway.metrics import LOOP_LAG, REQUESTS
@@ -114,12 +116,16 @@ def build_gateway_app(settings: Settings) -> web.Application:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The feed, the ticker, the loop-lag probe, memory pruning and the Redis probe run for the
-    app's lifetime."""
+    """The feed, the ticker, the heartbeat, the loop-lag probe, memory pruning, the Redis probe and
+    the garbage collector's schedule run for the app's lifetime."""
     gw = app[GATEWAY]
+    collector = Collector()
+    collector.start()
     tasks = [
         asyncio.create_task(gw.feed.run(), name="feed"),
         asyncio.create_task(Ticker(gw.hub, gw.memory, gw.settings.tick_interval_s).run(), name="ticker"),
+        asyncio.create_task(collector.run(), name="collector"),
+        asyncio.create_task(Heartbeat(gw.hub, gw.settings.ws_heartbeat_s).run(), name="heartbeat"),
         asyncio.create_task(watch_loop_lag(), name="loop-lag"),
         asyncio.create_task(prune(gw), name="prune"),
         asyncio.create_task(gw.redis_probe.run(), name="redis-probe"),
@@ -132,6 +138,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await task
     await gw.outbox.close()
     await gw.timers.store.client.aclose()
+    collector.stop()
 
 
 async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
@@ -168,4 +175,5 @@ def run(settings: Settings) -> None:
         access_log=None,
         print=lambda text: log.info(text.strip()),
         shutdown_timeout=5,
+        reuse_port=settings.gateway_reuse_port or None,
     )

@@ -26,7 +26,6 @@ from app.gateway.security import BAD_AUCTION_ID, client_address, valid_auction_i
 from app.gateway.timers import Unavailable
 
 MAX_FRAME_BYTES = 4096  # the contract: frames over 4 KiB close with 1009
-HEARTBEAT_S = 20.0
 MAX_FRAMES_PER_S = 20
 POLICY_VIOLATION = 1008
 
@@ -43,7 +42,7 @@ async def updates(request: web.Request) -> web.StreamResponse:
 
     async def follow_one(gw: Gateway, conn: Connection, address: str) -> None:
         await follow(gw, conn, auction_id)
-        await read_client(gw, conn.ws, {})
+        await read_client(gw, conn, {})
 
     return await upgrade(request, MAX_FRAME_BYTES, follow_one)
 
@@ -64,9 +63,9 @@ async def upgrade(request: web.Request, max_frame_bytes: int, session: Session) 
     try:
         ws = GatewayWebSocket(
             close_grace_s=gw.settings.ws_close_grace_s,
-            heartbeat=HEARTBEAT_S,
             max_msg_size=max_frame_bytes + 1,  # aiohttp refuses a message of max_msg_size itself
             autoping=False,  # pings are answered in read_client, so they count toward the frame limit
+            # No heartbeat here: app/gateway/heartbeat.py pings every socket from one loop.
             compress=False,
             timeout=5.0,
         )
@@ -123,13 +122,14 @@ async def follow(gw: Gateway, conn: Connection, auction_id: str) -> None:
     sub.start(after_seq=first["seq"])
 
 
-async def read_client(gw: Gateway, ws: web.WebSocketResponse, handlers: Handlers) -> None:
+async def read_client(gw: Gateway, conn: Connection, handlers: Handlers) -> None:
     """Answer the client's frames until it goes: ping here, the other types by `handlers`.
     Every frame counts toward MAX_FRAMES_PER_S, control frames (ping, pong) too: a flood of them
-    costs the gateway as much as any."""
+    costs the gateway as much as any. Any frame answers the heartbeat."""
+    ws = conn.ws
     window_start, frames = time.monotonic(), 0
     async for msg in ws:
-        now = time.monotonic()
+        now = conn.heard_at = time.monotonic()
         if now - window_start >= 1.0:
             window_start, frames = now, 0
         frames += 1
