@@ -88,6 +88,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__post_init__()
         self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged start -> end
         self._revoked: set[TP] = set()  # since the latest assignment
+        self._delivered: dict[TP, tuple[int, int]] = {}  # per partition: (generation, position reached)
         # The generation and the positions when the current fetch began (see _getmany).
         self._fetching: tuple[int, dict[TP, int]] | None = None
 
@@ -102,6 +103,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:  # folded again by the next owner, with batches of other bounds
             self._batches.pop(tp, None)
+            self._delivered.pop(tp, None)
         self._revoked |= revoked
         await super().on_partitions_revoked(revoked)
 
@@ -155,14 +157,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if tp.topic in self.batched:
                 start = min(before.get(tp, batch[0].offset), batch[0].offset)
                 end = max(after.get(tp, 0), batch[-1].offset + 1)
-                yield tp, BatchMessage(tp, batch, generation_id, start, end)
+                if (message := self.fresh(tp, batch, generation_id, start, end)) is not None:
+                    yield tp, message
             else:
                 for record in batch:
                     yield tp, self._to_message(tp, record)
         for tp, end in after.items():  # positions moved over transaction markers only
             start = before.get(tp)
-            if tp not in records and start is not None and end > start and self.flow_active:
-                yield tp, BatchMessage(tp, [], generation_id, start, end)
+            moved = tp not in records and start is not None and end > start and self.flow_active
+            if moved and start is not None and (message := self.fresh(tp, [], generation_id, start, end)):
+                yield tp, message
+
+    def fresh(
+        self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int, start: int, end: int
+    ) -> BatchMessage | None:
+        """The batch without what this assignment has delivered already, or None if that is all
+        of it. When an assignment begins, Faust seeks each partition to its committed offset; a
+        fetch that raced the seek is followed by the same records again, and the engine must see
+        each record once (a second copy would be folded as a later record)."""
+        delivered = self._delivered.get(tp)
+        if delivered is not None and delivered[0] == generation_id and start < delivered[1]:
+            start = delivered[1]
+            records = [r for r in records if r.offset >= start]
+            if end <= start:
+                return None
+        self._delivered[tp] = (generation_id, end)
+        return BatchMessage(tp, records, generation_id, start, end)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust sees a gap between consecutive batches (a message's offset is its batch's last
