@@ -145,10 +145,13 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             scheduler.on_change(change.state)
             reconciler.on_change(change.state)
 
+    crashing: list[asyncio.Task[None]] = []  # referenced, so the task is not collected before it runs
+
     def on_fatal(exc: BaseException) -> None:
         # The fold or a partition's way out broke: nothing more of it can be acknowledged, so
         # the worker stops and the partitions' next owner folds the unacknowledged inputs again.
-        asyncio.get_running_loop().create_task(app.crash(exc))
+        if not crashing:
+            crashing.append(asyncio.get_running_loop().create_task(app.crash(exc)))
 
     def consumer_tps(tps: list[Any]) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in tps}
@@ -166,7 +169,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             assert isinstance(message, BatchMessage)
-            engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event))
+            engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event), message.end)
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}

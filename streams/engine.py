@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -29,7 +29,7 @@ from streams.clock import Clock, wall_ms
 from streams.evidence import Evidence, LogProbe
 from streams.message import LOG_APPEND_TIME, Message
 from streams.metrics import EVENTS, HELD_INPUTS
-from streams.order import Merger
+from streams.order import Merger, order_time
 from streams.pipeline import Batch, Deliverer, Pipeline, Round
 from streams.processor import TimerProcessor
 from streams.state import TimerState
@@ -39,7 +39,10 @@ log = logging.getLogger("auction_timer.engine")
 RANK = {name: rank for rank, name in enumerate(topics.INPUT_TOPICS)}
 BIDS = RANK[topics.BID_PLACED]
 REVOKE_WAIT_S = 5.0  # how long a revocation waits for changelog writes in flight (within the 10 s session)
-MAX_QUEUED = 20_000  # records one input partition buffers before it is paused (resumed at half)
+# What one input partition buffers before it is paused (resumed at half): records, and bytes
+# (an oversized input is dead-lettered, but buffered whole until then).
+MAX_QUEUED = 20_000
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
 
 
 class Record(Protocol):
@@ -59,6 +62,8 @@ class Group:
     merger: Merger[tuple[Message, Batch]] = field(default_factory=lambda: Merger(len(topics.INPUT_TOPICS)))
     next_offset: list[int | None] = field(default_factory=lambda: [None] * len(topics.INPUT_TOPICS))
     last_log_ms: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
+    queued_bytes: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
+    released: tuple[int, int, int] = (0, 0, 0)  # (log time, rank, offset) of the latest record folded
     paused: set[int] = field(default_factory=set)  # ranks whose partition is paused
     folded_bids_to_ms: int = 0  # log time of the newest bid folded
     bids_caught_up_ms: int = 0  # when a lookup last found every bid of the partition received
@@ -120,8 +125,9 @@ class Engine:
         under one deadline, so that they land before the next owner's; then everything of the
         groups is cancelled."""
         dropped = [group for p in partitions if (group := self.groups.pop(p, None)) is not None]
-        for group in dropped:
+        for group in dropped:  # all at once, before any wait: nothing of them is acknowledged now
             HELD_INPUTS.dec(len(group.merger.drop()))
+            group.pipeline.begin_close()
         writing = [g.pipeline.writing for g in dropped if g.pipeline.writing is not None]
         if writing:
             await asyncio.wait(writing, timeout=REVOKE_WAIT_S)
@@ -131,27 +137,37 @@ class Engine:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def receive(self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object]) -> None:
+    def receive(
+        self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object], end: int | None = None
+    ) -> None:
         """One fetched batch of one input partition of the current assignment (Faust's agent calls
-        this; Faust skips batches fetched under an older one)."""
-        if not records:
-            return
+        this; Faust skips batches fetched under an older one). `end` is the consumer's position
+        after it (past any transaction markers); a batch without records only moves it."""
         group = self._group(partition)
         rank = RANK[topic]
+        if records:
+            end = max(end or 0, records[-1].offset + 1)
+        if end is not None:
+            group.next_offset[rank] = max(end, group.next_offset[rank] or 0)
+        if not records:
+            ack()  # nothing to fold; the commit still waits for the batches before it
+            self.drain(partition)
+            return
         batch = Batch(ack, len(records))
         items = []
+        size = 0
         for r in records:
             stamped = r.timestamp_type == LOG_APPEND_TIME
+            # A partition's records keep their offset order in time too (see order.order_time).
+            order_ms = order_time(group.last_log_ms[rank], r.timestamp, stamped)
             if stamped:
-                group.last_log_ms[rank] = r.timestamp
-                self._newest_seen_ms = max(self._newest_seen_ms, r.timestamp)
-            # A record its producer stamped cannot be ordered by that time (it is dead-lettered
-            # anyway): it takes its partition's last broker time.
-            order_ms = r.timestamp if stamped else group.last_log_ms[rank]
-            msg = Message(topic, partition, r.offset, r.timestamp, r.key, r.value, stamped)
+                group.last_log_ms[rank] = order_ms
+                self._newest_seen_ms = max(self._newest_seen_ms, order_ms)
+            msg = Message(topic, partition, r.offset, order_ms if stamped else r.timestamp, r.key, r.value, stamped)
             items.append((order_ms, r.offset, (msg, batch)))
+            size += len(r.value or b"")
         group.merger.add(rank, items)
-        group.next_offset[rank] = records[-1].offset + 1
+        group.queued_bytes[rank] += size
         HELD_INPUTS.inc(len(records))
         self.drain(partition)
 
@@ -173,12 +189,12 @@ class Engine:
         """Pause an input partition with too much buffered, resume it at half. A partition the
         merge waits on has nothing buffered, so it is never paused."""
         for rank, name in enumerate(topics.INPUT_TOPICS):
-            queued = group.merger.queued(rank)
+            queued, size = group.merger.queued(rank), group.queued_bytes[rank]
             tp = TopicPartition(name, group.partition)
-            if rank not in group.paused and queued > MAX_QUEUED:
+            if rank not in group.paused and (queued > MAX_QUEUED or size > MAX_QUEUED_BYTES):
                 group.paused.add(rank)
                 self.pause([tp])
-            elif rank in group.paused and queued < MAX_QUEUED // 2:
+            elif rank in group.paused and queued < MAX_QUEUED // 2 and size < MAX_QUEUED_BYTES // 2:
                 group.paused.discard(rank)
                 self.resume([tp])
 
@@ -190,6 +206,10 @@ class Engine:
         per_topic: dict[str, int] = {}
         try:
             for msg, batch in ready:
+                rank = RANK[msg.topic]
+                group.queued_bytes[rank] -= len(msg.value or b"")
+                if msg.log_append_time:
+                    msg = self._after_released(group, msg, rank)
                 per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
                 try:
                     outcome = self.processor.process(msg)
@@ -201,7 +221,7 @@ class Engine:
                 completions += [c.state for c in outcome.changes if c.kind == "completed"]
                 for auction_id in outcome.reconcile:
                     self.on_reconcile(auction_id)
-                if msg.topic == topics.BID_PLACED:
+                if rank == BIDS and msg.log_append_time:
                     group.folded_bids_to_ms = max(group.folded_bids_to_ms, msg.timestamp_ms)
             work = Round(records, self.states.take_unwritten(), batches, completions)
         except BaseException as exc:
@@ -218,6 +238,22 @@ class Engine:
             EVENTS.labels(topic).inc(count)
         group.pipeline.submit(work)
         self.on_changes(changes)
+
+    @staticmethod
+    def _after_released(group: Group, msg: Message, rank: int) -> Message:
+        """A record that reaches the fold after records later in the log's order was appended on
+        a broker whose clock is behind the others' (the brokers' clocks must agree; see the
+        README). It is folded as appended just after them, so that it is never taken for a
+        record folded already: it comes late rather than never."""
+        if (msg.timestamp_ms, rank, msg.offset) <= group.released:
+            log.warning(
+                "a record's append time is before records folded already: brokers' clocks disagree",
+                extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+                       "behind_ms": group.released[0] - msg.timestamp_ms},
+            )  # fmt: skip
+            msg = replace(msg, timestamp_ms=group.released[0] + 1)
+        group.released = (msg.timestamp_ms, rank, msg.offset)
+        return msg
 
     # -- what the evidence asks about (evidence.Partitions) ----------------------------------
 

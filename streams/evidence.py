@@ -80,6 +80,9 @@ class Evidence:
                     position = self.partitions.next_offset(tp)
                     if position is not None and position >= end:
                         caught.append(tp)
+                # Not `newest - 1`: then a lone record would wait for a newer one forever. (With the
+                # worker's clock ahead of the brokers', a record appended in the very millisecond of
+                # the newest one seen, after the lookup, could sort before it: clocks must agree.)
                 self.partitions.caught_up(caught, min(sent_ms - 1, newest), sent_ms)
                 await asyncio.sleep(ASK_INTERVAL_S)
         finally:

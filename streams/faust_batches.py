@@ -5,10 +5,14 @@ about 200 µs per record on this class of machine, more than the fold itself. `B
 hands Faust one message per fetched batch of one partition (the records ride along), so that
 cost is paid per batch, and the agent folds the records itself. Offsets stay Faust's to
 commit: a batch is acknowledged only by the worker's engine, once every record in it has
-been folded and everything it caused is in Kafka, and batches of a partition are
-acknowledged in order, so the committable offset is simply the last acknowledged one + 1.
-Faust's own paths that acknowledge messages it skips (a rebalance in progress, an old
-generation) cannot move the offset: only `acknowledge()` counts.
+been folded and everything it caused is in Kafka. Each batch carries the consumer's position
+before and after it (`start`, `end`), so a partition's commit moves over acknowledged batches
+chained end to start, whatever lies between their records: transaction markers and aborted
+batches, which the client skips, are gaps in the offsets, not holes. A position that moves
+over markers alone comes as a batch without records, so the commit and the engine's view of
+the partition's end move over them too. Faust's own paths that acknowledge messages it skips
+(a rebalance in progress, an old generation) cannot move the offset: only `acknowledge()`
+counts, and only for a partition still assigned in the batch's generation.
 """
 
 from __future__ import annotations
@@ -23,32 +27,49 @@ from faust.types.tuples import ConsumerMessage
 
 
 class BatchMessage(ConsumerMessage):
-    """One fetched batch of one partition; `offset` is its last record's, `first` its first's."""
+    """One fetched batch of one partition, maybe without records (markers only): the consumer's
+    position was `start` before it and is `end` after it."""
 
-    __slots__ = ("first", "folded", "records")
+    __slots__ = ("end", "folded", "records", "start")
 
-    def __init__(self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int) -> None:
-        last = records[-1]
+    def __init__(
+        self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int, start: int, end: int
+    ) -> None:
+        timestamp, timestamp_type = (records[-1].timestamp, records[-1].timestamp_type) if records else (0, 0)
         super().__init__(
-            tp.topic, tp.partition, last.offset, last.timestamp / 1000, last.timestamp_type,
+            tp.topic, tp.partition, end - 1, timestamp / 1000, timestamp_type,
             None, None, b"", None, 0, 0, tp, generation_id=generation_id,
         )  # fmt: skip
         self.records = records
-        self.first = records[0].offset
+        self.start = start
+        self.end = end
         self.folded = False
 
     def on_final_ack(self, consumer: Any) -> bool:
         if not self.folded:
             return False  # Faust skipping it (rebalance): it was not folded, so not committable
-        consumer.batch_acked(self)
+        if not consumer.batch_acked(self):
+            return False  # of a partition revoked since: its next owner folds it again
         return bool(consumer.ack(self))
 
 
 def acknowledge(event: Any) -> None:
-    """The engine folded every record of this batch and Kafka has all they caused."""
+    """The engine folded every record of this batch and Kafka has all they caused (or it has
+    no records)."""
     message: BatchMessage = event.message
     message.folded = True
     event.ack()
+
+
+class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
+    """The worker's Kafka consumer reads committed records only (`read_committed`): an upstream
+    service writing in transactions may abort some, and what it aborted is not in the log the
+    worker folds (nor in what replay reads). Without transactions, nothing changes."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # read by start(), when it makes its fetcher
+        return consumer
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -60,46 +81,113 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     batched: frozenset[str] = frozenset()
 
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return CommittedReads(self, loop=self.loop, beacon=self.beacon)
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged first -> last offset
+        self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged start -> end
+        self._revoked: set[TP] = set()  # since the latest assignment
+        self._delivered: dict[TP, tuple[int, int]] = {}  # per partition: (generation, position reached)
+        # The generation and the positions when the current fetch began (see _getmany).
+        self._fetching: tuple[int, dict[TP, int]] | None = None
 
-    def batch_acked(self, message: BatchMessage) -> None:
-        self._batches.setdefault(message.tp, {})[message.first] = message.offset
+    def batch_acked(self, message: BatchMessage) -> bool:
+        """Record an acknowledged batch; False for one of an earlier assignment."""
+        tp = message.tp
+        if tp in self._revoked or message.generation_id != self.app.consumer_generation_id:
+            return False
+        self._batches.setdefault(tp, {})[message.start] = message.end
+        return True
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:  # folded again by the next owner, with batches of other bounds
             self._batches.pop(tp, None)
+            self._delivered.pop(tp, None)
+        self._revoked |= revoked
         await super().on_partitions_revoked(revoked)
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._revoked -= assigned
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _positions(self) -> dict[TP, int]:
+        """The client's position of every assigned input partition that has one."""
+        subscription = self._thread._ensure_consumer()._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return {}
+        out = {}
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            if tp.topic in self.batched and state is not None and state.has_valid_position:
+                out[TP(tp.topic, tp.partition)] = state.position
+        return out
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # Positions move only in the client's getmany, and this is the only caller, so the
+        # positions read just before it and just after it bound exactly what it returned.
+        self._fetching = (self.app.consumer_generation_id, self._positions())
+        return await super()._getmany(active_partitions, timeout)
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        self._fetching = None
         records, active_partitions = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
-        generation_id = self.app.consumer_generation_id
         if not self.flow_active:
             try:
                 await self.perform_seek()
             except Exception as exc:  # noqa: BLE001 - as Faust's own getmany: the next round seeks again
                 self.log.warning(f"exception performing seek when flow not active {exc}")
             return
+        if self._fetching is None:
+            return  # nothing was fetched (no active partition)
+        generation_id, before = self._fetching
+        if self.app.consumer_generation_id != generation_id:
+            return  # a rebalance during the fetch: Faust seeks back, these come again
+        after = self._positions()
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
-                break
+                return
             wanted = active_partitions is None or tp in active_partitions or tp in self._buffered_partitions
             if not (batch and wanted):
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             if tp.topic in self.batched:
-                yield tp, BatchMessage(tp, batch, generation_id)
+                start = min(before.get(tp, batch[0].offset), batch[0].offset)
+                end = max(after.get(tp, 0), batch[-1].offset + 1)
+                if (message := self.fresh(tp, batch, generation_id, start, end)) is not None:
+                    yield tp, message
             else:
                 for record in batch:
                     yield tp, self._to_message(tp, record)
+        for tp, end in after.items():  # positions moved over transaction markers only
+            start = before.get(tp)
+            moved = tp not in records and start is not None and end > start and self.flow_active
+            if moved and start is not None and (message := self.fresh(tp, [], generation_id, start, end)):
+                yield tp, message
+
+    def fresh(
+        self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int, start: int, end: int
+    ) -> BatchMessage | None:
+        """The batch without what this assignment has delivered already, or None if that is all
+        of it. When an assignment begins, Faust seeks each partition to its committed offset; a
+        fetch that raced the seek is followed by the same records again, and the engine must see
+        each record once (a second copy would be folded as a later record)."""
+        delivered = self._delivered.get(tp)
+        if delivered is not None and delivered[0] == generation_id and start < delivered[1]:
+            start = delivered[1]
+            records = [r for r in records if r.offset >= start]
+            if end <= start:
+                return None
+        self._delivered[tp] = (generation_id, end)
+        return BatchMessage(tp, records, generation_id, start, end)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust sees a gap between consecutive batches (a message's offset is its batch's last
         # record's) and would keep one interval per batch, forever, rebuilding its tree each
-        # time. Batched partitions track their acknowledged runs in `_batches` instead.
+        # time. Batched partitions chain their acknowledged batches in `_batches` instead.
         if tp.topic not in self.batched:
             await super()._add_gap(tp, offset_from, offset_to)
 
@@ -115,7 +203,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return None
         start = position
         while position in batches:
-            position = batches.pop(position) + 1
+            position = batches.pop(position)
         return position if position > start else None
 
 

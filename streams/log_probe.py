@@ -25,10 +25,13 @@ class KafkaLogProbe:
     async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         async with self._starting:
             if self._consumer is None:
+                # read_committed, as the worker's consumer: an end is then the last stable offset,
+                # so a partition with a transaction open is not caught up until it is decided.
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=self.bootstrap,
                     enable_auto_commit=False,
                     request_timeout_ms=10_000,
+                    isolation_level="read_committed",
                     **self.options,
                 )
                 await consumer.start()

@@ -23,6 +23,14 @@ UNKNOWN = -1
 FOREVER = 2**63
 
 
+def order_time(previous_ms: int, timestamp_ms: int, stamped: bool) -> int:
+    """Where a record of one partition sits in time, given the one before it: its append time,
+    but never before the previous record's (a broker clock stepped back, or a leader moved to a
+    broker whose clock is behind: a partition's later records must not look folded already);
+    a record its producer stamped (dead-lettered anyway) takes its partition's last broker time."""
+    return max(previous_ms, timestamp_ms) if stamped else previous_ms
+
+
 @dataclass
 class Merger(Generic[T]):
     """The buffered records of one partition number, `ranks` input partitions of it."""

@@ -40,7 +40,12 @@ class Record:
     value: bytes
 
 
+MAX_RFC3339_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def rfc3339(ms: int) -> str:
+    # Clamped: a producer may stamp a record with any 64-bit time, and its DLQ record must still be written.
+    ms = min(max(ms, 0), MAX_RFC3339_MS)
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

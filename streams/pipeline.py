@@ -80,6 +80,8 @@ class Pipeline:
         self.failing = 0  # deliveries of this partition slower than DELIVERY_PATIENCE_S right now
         self.writing: asyncio.Future[list[RecordMetadata]] | None = None
         self.broken = False
+        self.closing = False  # revoked: acknowledge nothing more, start no more writes
+        self._sending: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._writer = self._spawn(self._write_changelog())
@@ -90,11 +92,20 @@ class Pipeline:
 
     def submit(self, work: Round) -> None:
         self.rounds.append(work)
-        self._spawn(self._send_outputs(work))
+        sending = self._spawn(self._send_outputs(work))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+    def begin_close(self) -> None:
+        """The partition is revoked: from now on nothing of it is acknowledged and no changelog
+        write starts; outputs not yet delivered are dropped (the next owner folds their inputs
+        again). A changelog write in flight goes on: the caller waits for it, a bounded time."""
+        self.closing = True
+        for task in list(self._sending):
+            task.cancel()
 
     async def close(self) -> None:
-        """The partition was revoked: stop everything of it. (A changelog write still in flight
-        was waited for by the caller, a bounded time.)"""
+        """Stop everything of the revoked partition."""
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -114,7 +125,7 @@ class Pipeline:
             done: list[Round] = []
             while self.rounds and self.rounds[0].outputs_done.is_set():
                 done.append(self.rounds.popleft())
-            if not done:
+            if not done or self.closing:
                 continue
             newest: dict[bytes, Stored] = {}
             for work in done:
@@ -124,6 +135,8 @@ class Pipeline:
             self.writing = self._spawn(self._deliver(entries))
             written = await self.writing
             self.writing = None
+            if self.closing:
+                return  # in the changelog now, but the next owner may refold before the store has it
             for (key, value), entry in zip(newest.items(), entries, strict=True):
                 self.states.written(key, value, entry.value)
             if written:

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -26,7 +26,7 @@ from streams.errors import ReplayError
 from streams.fold import NO_LATENESS, Rules
 from streams.log_range import read_range
 from streams.message import LOG_APPEND_TIME, Message
-from streams.order import Merger
+from streams.order import Merger, order_time
 from streams.processor import TimerProcessor
 from streams.state import Expired, TimerState
 from streams.topic_admin import partition_counts
@@ -104,8 +104,13 @@ async def read_inputs(
         raise ReplayError(f"topic {missing[0]} does not exist on {bootstrap}; is this the auction timer's cluster?")
     tps = [TopicPartition(t, p) for t in topics.INPUT_TOPICS for p in range(counts[t])]
     partitions = counts[topics.BID_PLACED]
+    # Committed records only, as the worker reads them (streams/faust_batches.py: CommittedReads).
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000, **client_options
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+        isolation_level="read_committed",
+        **client_options,
     )
     await consumer.start()
     try:
@@ -213,9 +218,16 @@ async def committed_offsets(bootstrap: str, group: str, **client_options: Any) -
 def in_log_order(records: list[Message]) -> list[Message]:
     """Every partition number's records, merged as the live worker merges them."""
     mergers: dict[int, Merger[Message]] = {}
+    last_ms: dict[tuple[str, int], int] = {}
     for rec in records:  # read per partition in offset order
         merger = mergers.setdefault(rec.partition, Merger(len(topics.INPUT_TOPICS)))
-        merger.add(TOPIC_ORDER[rec.topic], [(rec.timestamp_ms, rec.offset, rec)])
+        tp = (rec.topic, rec.partition)
+        order_ms = order_time(last_ms.get(tp, 0), rec.timestamp_ms, rec.log_append_time)
+        if rec.log_append_time:
+            last_ms[tp] = order_ms
+            if order_ms != rec.timestamp_ms:
+                rec = replace(rec, timestamp_ms=order_ms)
+        merger.add(TOPIC_ORDER[rec.topic], [(order_ms, rec.offset, rec)])
     ordered: list[Message] = []
     for partition in sorted(mergers):
         mergers[partition].everything_seen()

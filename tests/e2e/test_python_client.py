@@ -217,8 +217,10 @@ async def test_watch_all_draws_a_board_of_running_auctions(stack: Stack) -> None
     finally:
         watcher.send_signal(signal.SIGINT)
         code = await watcher.wait()
-    assert [row.split()[0] for row in board[2:]] == ["board-1", "board-2", "board-0"]  # soonest first
-    assert all(re.fullmatch(r"\S+ +\d\d:\d\d:\d\d +v1", row) for row in board[2:]), board
+    assert [row.split()[0] for row in board[2:]] == ["board-1", "board-2", "board-0"], board  # soonest first
+    # A loaded machine may slow a round trip enough for a drift note; the layout is what counts.
+    note = r"( +(drift|resynced \(drift) [+-]\d+ ms\)?)?"
+    assert all(re.fullmatch(r"\S+ +\d\d:\d\d:\d\d +v1" + note, row) for row in board[2:]), board
     assert code == 130
 
 

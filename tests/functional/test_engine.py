@@ -19,8 +19,9 @@ from streams import events as ev
 from streams import pipeline, topics
 from streams.delivery import Outgoing
 from streams.engine import Engine
-from streams.message import LOG_APPEND_TIME
+from streams.message import LOG_APPEND_TIME, Message
 from streams.processor import TimerProcessor, partition_for
+from streams.replay import reprocess
 from streams.states import StateCache
 from tests.support.events import POLICY, T0, record
 from tests.support.waiting import eventually
@@ -28,6 +29,7 @@ from tests.support.waiting import eventually
 PARTITIONS = 4
 CHANGELOG = "timer-table-changelog"
 NOW = T0 + 3_600_000  # the engine's clock: after every record's log time
+CREATE_TIME = 0  # a record's timestamp_type when its producer stamped it
 
 
 @dataclass
@@ -109,14 +111,19 @@ class Rig:
     changes: list[fx.TimerChanged] = field(default_factory=list)
     fatal: list[BaseException] = field(default_factory=list)
     offsets: dict[TopicPartition, itertools.count[int]] = field(default_factory=dict)
+    paused: set[TopicPartition] = field(default_factory=set)
 
-    def feed(self, payload: ev.Payload, log_ms: int, label: str) -> None:
+    def feed(
+        self, payload: ev.Payload, log_ms: int, label: str, stamped: bool = True, value: bytes | None = None
+    ) -> None:
+        """One record in a batch of its own; `log_ms` is its timestamp (the broker's if `stamped`)."""
         out = record(payload, time_ms=log_ms)
         partition = partition_for(out.key, PARTITIONS)
         tp = TopicPartition(out.topic, partition)
         offset = next(self.offsets.setdefault(tp, itertools.count()))
         self.probe.ends[tp] = offset + 1
-        batch = [Rec(offset, log_ms, out.key, out.value)]
+        kind = LOG_APPEND_TIME if stamped else CREATE_TIME
+        batch = [Rec(offset, log_ms, out.key, value if value is not None else out.value, kind)]
         self.engine.receive(out.topic, partition, batch, lambda: self.acked.append(label))
 
 
@@ -132,7 +139,7 @@ def rig(processor_hook: Callable[[TimerProcessor], None] = lambda p: None) -> Ri
     made.engine = Engine(
         processor, states, kafka, probe, CHANGELOG,
         on_changes=made.changes.extend, on_reconcile=lambda _: None, on_fatal=made.fatal.append,
-        clock=lambda: NOW,
+        pause=made.paused.update, resume=made.paused.difference_update, clock=lambda: NOW,
     )  # fmt: skip
     return made
 
@@ -290,3 +297,113 @@ async def test_a_fold_that_breaks_outside_any_record_stops_the_worker_unacknowle
     for _ in range(50):
         await asyncio.sleep(0)
     assert len(r.fatal) == 1 and r.acked == [] and r.kafka.calls == [] and r.changes == []
+
+
+async def test_a_partition_whose_append_time_steps_back_loses_no_record() -> None:
+    """A later bid of the same partition stamped a few ms earlier (its leader moved to a broker
+    whose clock is behind) is folded, not taken for one folded already."""
+    r = rig()
+    (a,) = ids_on(0, 1)
+    r.feed(started(a), T0, "start")
+    r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "b1")
+    r.feed(ev.BidPlaced(a, "b2", "u2", "11", T0 + 59_500), T0 + 58_995, "b2")
+    await acknowledge_all(r, lambda: sorted(r.acked) == ["b1", "b2", "start"])
+    assert [(c.kind, c.state.ends_at_ms) for c in r.changes] == [
+        ("registered", T0 + 60_000), ("extended", T0 + 61_000), ("extended", T0 + 61_500),
+    ]  # fmt: skip
+
+
+async def test_a_record_appended_behind_records_folded_already_comes_late_not_never() -> None:
+    """The bids partition was caught up past the registration's time, then a bid stamped before
+    it arrives (its broker's clock is behind): it is folded after the registration, not skipped
+    as if its auction's state already held it."""
+    r = rig()
+    (a,) = ids_on(1, 1)
+    r.feed(ev.AuctionStarted(a, T0, T0 + 1_000, POLICY, "m1"), T0 + 100, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 50), T0 + 50, "bid")
+    await acknowledge_all(r, lambda: sorted(r.acked) == ["bid", "start"])
+    assert [(c.kind, c.state.ends_at_ms) for c in r.changes] == [("registered", T0 + 1_000), ("extended", T0 + 2_050)]
+
+
+async def test_a_partition_ending_in_transaction_markers_does_not_block_its_group() -> None:
+    """A partition whose end is past its last record (a transaction's commit marker) is caught up
+    once the consumer's position moves over the marker: a batch without records says so."""
+    r = rig()
+    (a,) = ids_on(3, 1)
+    started_tp = TopicPartition(topics.AUCTION_STARTED, 3)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    r.probe.unfetched[started_tp] = 1  # the marker after the registration
+    r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "bid")
+    for _ in range(50):
+        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    assert len(r.changes) == 1  # the bid waits: the registrations partition is not known caught up
+    r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda: r.acked.append("marker"), end=2)
+    assert "marker" in r.acked  # nothing to fold: acknowledged at once (the commit chains it in order)
+    await acknowledge_all(r, lambda: "bid" in r.acked)
+    assert [c.kind for c in r.changes] == ["registered", "extended"]
+
+
+async def test_a_revoked_partition_acknowledges_nothing_and_writes_nothing_after_the_revocation() -> None:
+    r = rig()
+    (a,) = ids_on(0, 1)
+    (b,) = ids_on(1, 1)
+    r.feed(started(a), T0, "a")
+    await until(lambda: len(r.kafka.calls) == 1)
+    r.kafka.calls[0].ack()
+    await until(lambda: len(r.kafka.calls) == 2)  # a's changelog write in flight
+    r.feed(started(b), T0 + 1, "b")
+    await until(lambda: len(r.kafka.calls) == 3)  # b's outputs in flight
+    revoking = asyncio.ensure_future(r.engine.revoke([0, 1]))
+    await asyncio.sleep(0)
+    r.kafka.calls[2].ack()  # b's outputs land within the revocation's wait: no changelog write follows
+    for _ in range(20):
+        await asyncio.sleep(0)
+    r.kafka.calls[1].ack()  # a's changelog write lands within the wait: it is not acknowledged
+    await revoking
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert r.acked == [] and len(r.kafka.calls) == 3  # no ack, no changelog write started since
+
+
+async def test_a_partition_buffering_too_many_bytes_is_paused_until_half_is_folded() -> None:
+    r = rig()
+    (a,) = ids_on(2, 1)
+    r.probe.unfetched[TopicPartition(topics.AUCTION_STARTED, 2)] = 1  # the merge waits: bids pile up
+    bids_tp = TopicPartition(topics.BID_PLACED, 2)
+    big = b"x" * (1024 * 1024)  # oversized: dead-lettered once folded
+    for n in range(33):
+        r.feed(ev.BidPlaced(a, f"b{n}", "u", "1", T0 + n), T0 + n, f"bid{n}", value=big)
+    assert r.paused == {bids_tp}  # 33 MiB buffered > 32 MiB, though far fewer than 20,000 records
+    r.probe.unfetched.clear()
+    await acknowledge_all(r, lambda: len(r.acked) == 33)
+    assert r.paused == set()
+
+
+async def test_a_producer_stamped_record_of_any_time_is_dead_lettered_and_moves_no_watermark() -> None:
+    r = rig()
+    (a,) = ids_on(1, 1)
+    r.feed(started(a), T0, "start")
+    r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 10), 2**62, "bid", stamped=False)
+    await acknowledge_all(r, lambda: sorted(r.acked) == ["bid", "start"])
+    dlq = [o for call in r.kafka.calls for o in call.records if o.topic == topics.DLQ]
+    assert [orjson.loads(o.value or b"")["data"]["reason"] for o in dlq] == ["not_log_append_time"]
+    mark = r.engine.watermark(1)
+    assert r.fatal == [] and mark is not None and mark <= NOW  # not the producer's year 146 million
+
+
+def test_replay_folds_a_partition_whose_append_time_steps_back_as_the_worker_does() -> None:
+    (a,) = ids_on(0, 1)
+    inputs: list[tuple[ev.Payload, int, int]] = [
+        (started(a), T0, 0),
+        (ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, 0),
+        (ev.BidPlaced(a, "b2", "u2", "11", T0 + 59_500), T0 + 58_995, 1),
+    ]
+    messages = []
+    for payload, log_ms, offset in inputs:
+        out = record(payload, time_ms=log_ms)
+        messages.append(Message(out.topic, 0, offset, log_ms, out.key, out.value))
+    replayed = reprocess(messages, PARTITIONS, 65_536)
+    state = replayed.states[a]
+    assert (state.version, state.ends_at_ms, state.extension_count) == (3, T0 + 61_500, 2)

@@ -24,7 +24,7 @@ from streams import events as ev
 from streams import topics
 from streams.changelog import read_table
 from streams.replay import Progress, Window, read_inputs, reprocess
-from streams.topic_admin import described_by_every_broker
+from streams.topic_admin import TopicPlan, described_by_every_broker, ensure_topics
 from tests.support.committed import committed_to_end
 from tests.support.events import now_ms, record
 from tests.support.kafka import TopicWatcher, kafka_io, produce
@@ -285,3 +285,44 @@ async def test_inputs_of_any_size_end_in_the_dlq_and_the_worker_goes_on(stack: S
         assert by_reason["not_json"]["size"] == 1_048_576
         assert len(by_reason["key_mismatch"]["key"]) <= 256
         await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["auction_id"] == "after-big", 60)
+
+
+async def test_an_upstream_writing_in_transactions_is_folded_as_committed_and_committed_to_the_end(
+    stack: Stack,
+) -> None:
+    """Registrations and bids from a transactional producer, one transaction aborted: the worker
+    folds what was committed and never what was aborted, its commit moves over the transaction
+    markers to each partition's end, and replay reaches the same table."""
+    await ensure_topics(TopicPlan(stack.kafka.bootstrap, 8, 0, APP_ID))
+    stack.start_worker()
+    upstream = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, transactional_id="upstream-tx")
+    await upstream.start()
+    try:
+        async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (_, watch):
+            base = now_ms()
+            auctions = [f"tx-{i}" for i in range(8)]
+            policy = ev.Policy(soft_close_window_ms=3_600_000, extension_ms=600_000, max_extension_ms=3_600_000)
+
+            async def transaction(*payloads: ev.Payload, abort: bool = False) -> None:
+                await upstream.begin_transaction()
+                for payload in payloads:
+                    rec = record(payload)
+                    await upstream.send(rec.topic, rec.value, key=rec.key)
+                await (upstream.abort_transaction() if abort else upstream.commit_transaction())
+
+            await transaction(*(ev.AuctionStarted(a, base, base + 300_000, policy, "m") for a in auctions))
+            await transaction(*(ev.BidPlaced(a, f"ok-{a}", "u", "1", base + 1) for a in auctions))
+            # Aborted: had it been folded, the later committed bids could not extend (base+2 < base+3).
+            await transaction(*(ev.BidPlaced(a, f"aborted-{a}", "u", "1", base + 3) for a in auctions), abort=True)
+            await transaction(*(ev.BidPlaced(a, f"late-{a}", "u", "1", base + 2) for a in auctions))
+
+            await watch.wait_for(topics.TIMER_EVENTS, lambda d: d["data"]["kind"] == "extended", 90, count=16)
+            await eventually(partial(committed_to_end, stack.kafka.bootstrap), 60, "every input committed to its end")
+            table = await read_table(stack.kafka.bootstrap, APP_ID)
+            assert {a: (table[a].extension_count, table[a].ends_at_ms) for a in auctions} == dict.fromkeys(
+                auctions, (2, base + 2 + 600_000)
+            )
+            records, partitions = await read_inputs(stack.kafka.bootstrap, Window(), None, Progress())
+            assert reprocess(records, partitions, 65_536).states == table
+    finally:
+        await upstream.stop()

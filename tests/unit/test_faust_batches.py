@@ -1,0 +1,90 @@
+"""The commit of a batched input partition: it moves over acknowledged batches chained by the
+consumer's positions, so transaction markers between batches are no holes, while a batch never
+acknowledged, or acknowledged for an assignment that is over, never lets it move."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faust.types import TP
+
+from streams import topics
+from streams.faust_batches import BatchConsumer, BatchMessage
+
+TP0 = TP(topics.BID_PLACED, 0)
+
+
+def consumer(committed: int | None, generation: int = 1) -> Any:
+    fake = SimpleNamespace(
+        batched=frozenset(topics.INPUT_TOPICS),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _batches={},
+        _revoked=set(),
+        _delivered={},
+        _committed_offset=defaultdict(lambda: None),
+        app=SimpleNamespace(consumer_generation_id=generation),
+    )
+    fake._committed_offset[TP0] = committed
+    return fake
+
+
+def acked(fake: Any, start: int, end: int, generation: int = 1) -> bool:
+    return BatchConsumer.batch_acked(fake, BatchMessage(TP0, [], generation, start, end))
+
+
+def commit(fake: Any) -> int | None:
+    offset = BatchConsumer._new_offset(fake, TP0)
+    if offset is not None:
+        fake._committed_offset[TP0] = offset
+    return offset
+
+
+def test_batches_chain_over_transaction_markers_in_any_acknowledgement_order() -> None:
+    fake = consumer(committed=100)
+    assert acked(fake, 151, 200)  # after a commit marker at 150: this batch started at position 151...
+    assert commit(fake) is None  # ...and nothing before it is acknowledged yet
+    assert acked(fake, 100, 151)  # the batch before it ended past the marker (position 151)
+    assert commit(fake) == 200
+    assert acked(fake, 200, 203)  # a batch without records: the position moved over markers only
+    assert commit(fake) == 203
+    assert fake._batches[TP0] == {}
+
+
+def test_a_batch_never_acknowledged_stops_the_commit_there() -> None:
+    fake = consumer(committed=0)
+    assert acked(fake, 0, 10) and acked(fake, 20, 30)
+    assert commit(fake) == 10
+    assert commit(fake) is None  # 10..20 was never acknowledged: the commit stays at 10
+
+
+def test_acknowledgements_of_an_assignment_that_is_over_are_refused() -> None:
+    fake = consumer(committed=100, generation=2)
+    assert not acked(fake, 100, 150, generation=1)  # fetched before the rebalance
+    fake._revoked.add(TP0)
+    assert not acked(fake, 100, 150, generation=2)  # revoked, not assigned again yet
+    assert commit(fake) is None and fake._batches == {}
+
+
+def records(first: int, last: int) -> list[ConsumerRecord[bytes, bytes]]:
+    return [ConsumerRecord(TP0.topic, 0, o, 0, 1, None, b"x", None, 1, 1, []) for o in range(first, last + 1)]
+
+
+def test_records_fetched_again_after_the_assignments_seek_are_handed_on_once() -> None:
+    """Faust seeks to the committed offset when an assignment begins; a fetch that raced it is
+    followed by the same records again. Seen in a kill -9 drill: the second copy was folded as
+    a later record and changed what the log determines."""
+    fake = consumer(committed=17)
+    first = BatchConsumer.fresh(fake, TP0, records(17, 23), 1, 17, 24)
+    assert first is not None and [r.offset for r in first.records] == list(range(17, 24))
+    assert BatchConsumer.fresh(fake, TP0, records(17, 23), 1, 17, 24) is None  # the same again
+    overlapping = BatchConsumer.fresh(fake, TP0, records(17, 30), 1, 17, 31)
+    assert overlapping is not None and (overlapping.start, overlapping.end) == (24, 31)
+    assert [r.offset for r in overlapping.records] == list(range(24, 31))
+    assert acked(fake, first.start, first.end) and acked(fake, overlapping.start, overlapping.end)
+    assert commit(fake) == 31  # the batches handed on chain end to start
+    again = BatchConsumer.fresh(fake, TP0, records(17, 23), 2, 17, 24)  # a new assignment: all of it again
+    assert again is not None and [r.offset for r in again.records] == list(range(17, 24))
