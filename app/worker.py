@@ -169,7 +169,8 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             assert isinstance(message, BatchMessage)
-            engine.receive(message.topic, message.partition, message.records, partial(acknowledge, event), message.end)
+            ack = partial(acknowledge, event)
+            engine.receive(message.topic, message.partition, message.records, ack, message.start, message.end)
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics.INPUT_TOPICS}

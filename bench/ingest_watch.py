@@ -34,8 +34,11 @@ class Sample:
 
 @dataclass
 class Window:
-    formed_at: float  # the consumer group formed (time.monotonic())
-    started: Sample  # the first output record or committed offset appeared
+    """From the group's forming (the contender may fetch from then on: what it does before its
+    first output, it does for the input) until the end is committed and the outputs are in."""
+
+    started: Sample  # the consumer group formed
+    first_output_at: float  # the first output record or committed offset appeared (time.monotonic())
     committed_at: float  # the group committed the end of every input partition
     ended: Sample  # ... and the outputs had all arrived
     outputs: dict[str, int]  # records each output topic gained
@@ -50,14 +53,11 @@ class Watch:
         self.owed, self.outputs = owed, [*owed, *extra]
         self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self.output_tps: list[TopicPartition] = []
-        self.base: dict[str, int] = {}
+        self.base: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> Watch:
         await self.admin.start()
         await self.consumer.start()
-        counts = await partition_counts(self.bootstrap, self.outputs)
-        self.output_tps = [TopicPartition(t, p) for t in self.outputs for p in range(counts.get(t, 0))]
         self.base = await self.produced()
         return self
 
@@ -65,15 +65,20 @@ class Watch:
         await self.consumer.stop()
         await self.admin.close()
 
-    async def produced(self) -> dict[str, int]:
-        ends = await self.consumer.end_offsets(self.output_tps) if self.output_tps else {}
-        totals = dict.fromkeys(self.outputs, 0)
-        for tp, end in ends.items():
-            totals[tp.topic] += end
-        return totals
+    async def produced(self) -> dict[TopicPartition, int]:
+        """Each output partition's end. The partitions are looked up every time: metadata may
+        not list every partition of a topic created moments before (a partition left out is a
+        count that falls short, and a window that waits out its timeout)."""
+        counts = await partition_counts(self.bootstrap, self.outputs)
+        tps = [TopicPartition(t, p) for t in self.outputs for p in range(counts.get(t, 0))]
+        ends: dict[TopicPartition, int] = await self.consumer.end_offsets(tps) if tps else {}
+        return ends
 
     async def gained(self) -> dict[str, int]:
-        return {t: n - self.base.get(t, 0) for t, n in (await self.produced()).items()}
+        totals = dict.fromkeys(self.outputs, 0)
+        for tp, end in (await self.produced()).items():
+            totals[tp.topic] += end - self.base.get(tp, 0)
+        return totals
 
     async def formed(self) -> bool:
         try:
@@ -101,19 +106,19 @@ class Watch:
     async def run(
         self, pid: int, broker_pid: int, owed: int, alive: Callable[[], bool], on_start: Callable[[], None]
     ) -> Window:
-        """From the contender's first sign of consumption until the end is committed and `owed`
-        output records arrived. The first sign is its first output record, or for the contender
-        without outputs its first commit (up to one commit interval after its first event)."""
+        """From the contender's group forming until the end is committed and `owed` output
+        records arrived; also when its first sign of consumption came (its first output record,
+        or for the contender without outputs its first commit)."""
         await until(self.formed, 180, "the consumer group to form", alive)
-        formed_at = time.monotonic()
-        await until(self.progressed, 180, "a first output record or committed offset", alive)
         started = Sample.take(pid, broker_pid)
         on_start()
+        await until(self.progressed, 180, "a first output record or committed offset", alive)
+        first_output_at = time.monotonic()
         await until(self.committed_to_end, 1_200, "the end of the input to be committed", alive)
         committed_at = time.monotonic()
         with contextlib.suppress(TimeoutError):  # reported: the outputs fall short of what is owed
             await until(lambda: self._all_out(owed), 30, f"{owed} output records", alive)
-        return Window(formed_at, started, committed_at, Sample.take(pid, broker_pid), await self.gained())
+        return Window(started, first_output_at, committed_at, Sample.take(pid, broker_pid), await self.gained())
 
     async def _all_out(self, owed: int) -> bool:
         gained = await self.gained()

@@ -66,11 +66,11 @@ async def window(
         await asyncio.sleep(TICK_S + 1)  # every auction's periodic ticks have begun
         base, cpu0, broker0, t0 = await w.gained(), cpu_ms(proc.pid), cpu_ms(broker_pid), time.monotonic()
         busy0 = machine_busy_ms()
-        start_offsets = await w.consumer.end_offsets(w.output_tps)
+        start_offsets = await w.produced()
         await asyncio.sleep(WINDOW_S)  # the measured window
         after, cpu1, broker1, t1 = await w.gained(), cpu_ms(proc.pid), cpu_ms(broker_pid), time.monotonic()
         busy1 = machine_busy_ms()
-        end_offsets = await w.consumer.end_offsets(w.output_tps)
+        end_offsets = await w.produced()
     ticks = after[topic] - base[topic]
     return {
         "seconds": round(t1 - t0, 2),

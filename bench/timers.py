@@ -134,7 +134,7 @@ async def measure(bootstrap: str, auctions: int, rate: int, worker_pid: int, pro
 
 
 async def read_completions(bootstrap: str, wanted: set[str], deadline_ms: int) -> dict[str, list[dict[str, Any]]]:
-    consumer = await reading_from_start(bootstrap, (topics.TIMER_EVENTS,), max_poll_records=5_000)
+    consumer = await reading_from_start(bootstrap, (topics.TIMER_EVENTS,))
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         while wall_ms() < deadline_ms:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -138,22 +139,41 @@ class Engine:
     # -- inputs ------------------------------------------------------------------------------
 
     def receive(
-        self, topic: str, partition: int, records: Sequence[Record], ack: Callable[[], object], end: int | None = None
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Record],
+        ack: Callable[[int | None], object],
+        start: int | None = None,
+        end: int | None = None,
     ) -> None:
         """One fetched batch of one input partition of the current assignment (Faust's agent calls
-        this; Faust skips batches fetched under an older one). `end` is the consumer's position
-        after it (past any transaction markers); a batch without records only moves it."""
+        this; Faust skips batches fetched under an older one). `start` and `end` are the consumer's
+        positions before and after it (past any transaction markers); a batch without records
+        only moves them. `ack(start)` is called once the batch is folded and all it caused is in
+        Kafka, with the position it was taken from: when an assignment begins Faust seeks each
+        partition to its committed offset, and a fetch that raced the seek is followed by the same
+        records again. A second copy would be folded as a later record, so the part received
+        already is left out (a copy with nothing new is never acknowledged: the first copy's
+        acknowledgement covers it)."""
         group = self._group(partition)
         rank = RANK[topic]
+        received = group.next_offset[rank]
         if records:
+            start = min(start if start is not None else records[0].offset, records[0].offset)
             end = max(end or 0, records[-1].offset + 1)
+        if received is not None and start is not None and start < received:
+            if end is None or end <= received:
+                return
+            records = [r for r in records if r.offset >= received]
+            start = received
         if end is not None:
-            group.next_offset[rank] = max(end, group.next_offset[rank] or 0)
+            group.next_offset[rank] = max(end, received or 0)
         if not records:
-            ack()  # nothing to fold; the commit still waits for the batches before it
+            ack(start)  # nothing to fold; the commit still waits for the batches before it
             self.drain(partition)
             return
-        batch = Batch(ack, len(records))
+        batch = Batch(partial(ack, start), len(records))
         items = []
         size = 0
         for r in records:

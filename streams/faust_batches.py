@@ -53,10 +53,12 @@ class BatchMessage(ConsumerMessage):
         return bool(consumer.ack(self))
 
 
-def acknowledge(event: Any) -> None:
-    """The engine folded every record of this batch and Kafka has all they caused (or it has
-    no records)."""
+def acknowledge(event: Any, start: int | None) -> None:
+    """The engine folded every record of this batch from position `start` on (before it: a copy
+    of records it had received already) and Kafka has all they caused (or it has no records)."""
     message: BatchMessage = event.message
+    if start is not None:
+        message.start = start
     message.folded = True
     event.ack()
 
@@ -88,7 +90,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__post_init__()
         self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged start -> end
         self._revoked: set[TP] = set()  # since the latest assignment
-        self._delivered: dict[TP, tuple[int, int]] = {}  # per partition: (generation, position reached)
         # The generation and the positions when the current fetch began (see _getmany).
         self._fetching: tuple[int, dict[TP, int]] | None = None
 
@@ -103,7 +104,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:  # folded again by the next owner, with batches of other bounds
             self._batches.pop(tp, None)
-            self._delivered.pop(tp, None)
         self._revoked |= revoked
         await super().on_partitions_revoked(revoked)
 
@@ -125,8 +125,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return out
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
-        # Positions move only in the client's getmany, and this is the only caller, so the
-        # positions read just before it and just after it bound exactly what it returned.
+        # The positions read just before the client's getmany and just after it bound what it
+        # returned (a seek in between moves them too: `start`/`end` take the wider bound, and the
+        # engine takes a batch only from where it has received its partition to).
         self._fetching = (self.app.consumer_generation_id, self._positions())
         return await super()._getmany(active_partitions, timeout)
 
@@ -157,32 +158,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if tp.topic in self.batched:
                 start = min(before.get(tp, batch[0].offset), batch[0].offset)
                 end = max(after.get(tp, 0), batch[-1].offset + 1)
-                if (message := self.fresh(tp, batch, generation_id, start, end)) is not None:
-                    yield tp, message
+                yield tp, BatchMessage(tp, batch, generation_id, start, end)
             else:
                 for record in batch:
                     yield tp, self._to_message(tp, record)
         for tp, end in after.items():  # positions moved over transaction markers only
             start = before.get(tp)
-            moved = tp not in records and start is not None and end > start and self.flow_active
-            if moved and start is not None and (message := self.fresh(tp, [], generation_id, start, end)):
-                yield tp, message
-
-    def fresh(
-        self, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int, start: int, end: int
-    ) -> BatchMessage | None:
-        """The batch without what this assignment has delivered already, or None if that is all
-        of it. When an assignment begins, Faust seeks each partition to its committed offset; a
-        fetch that raced the seek is followed by the same records again, and the engine must see
-        each record once (a second copy would be folded as a later record)."""
-        delivered = self._delivered.get(tp)
-        if delivered is not None and delivered[0] == generation_id and start < delivered[1]:
-            start = delivered[1]
-            records = [r for r in records if r.offset >= start]
-            if end <= start:
-                return None
-        self._delivered[tp] = (generation_id, end)
-        return BatchMessage(tp, records, generation_id, start, end)
+            if tp not in records and start is not None and end > start and self.flow_active:
+                yield tp, BatchMessage(tp, [], generation_id, start, end)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust sees a gap between consecutive batches (a message's offset is its batch's last

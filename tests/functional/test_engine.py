@@ -124,7 +124,7 @@ class Rig:
         self.probe.ends[tp] = offset + 1
         kind = LOG_APPEND_TIME if stamped else CREATE_TIME
         batch = [Rec(offset, log_ms, out.key, value if value is not None else out.value, kind)]
-        self.engine.receive(out.topic, partition, batch, lambda: self.acked.append(label))
+        self.engine.receive(out.topic, partition, batch, lambda _start: self.acked.append(label))
 
 
 def rig(processor_hook: Callable[[TimerProcessor], None] = lambda p: None) -> Rig:
@@ -339,7 +339,7 @@ async def test_a_partition_ending_in_transaction_markers_does_not_block_its_grou
     for _ in range(50):
         await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
     assert len(r.changes) == 1  # the bid waits: the registrations partition is not known caught up
-    r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda: r.acked.append("marker"), end=2)
+    r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda _start: r.acked.append("marker"), end=2)
     assert "marker" in r.acked  # nothing to fold: acknowledged at once (the commit chains it in order)
     await acknowledge_all(r, lambda: "bid" in r.acked)
     assert [c.kind for c in r.changes] == ["registered", "extended"]
@@ -407,3 +407,25 @@ def test_replay_folds_a_partition_whose_append_time_steps_back_as_the_worker_doe
     replayed = reprocess(messages, PARTITIONS, 65_536)
     state = replayed.states[a]
     assert (state.version, state.ends_at_ms, state.extension_count) == (3, T0 + 61_500, 2)
+
+
+async def test_records_fetched_again_after_the_assignments_seek_are_folded_once() -> None:
+    """When an assignment begins Faust seeks each partition to its committed offset, and a fetch
+    that raced the seek is handed on again (a kill -9 drill saw it: the second copy was folded
+    as a later record, so the outputs differed from the log's). Only what was not received yet
+    is folded, and acknowledged from where it starts, so that the commit chains batch to batch."""
+    r = rig()
+    (a,) = ids_on(3, 1)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    bids = [record(ev.BidPlaced(a, f"b{i}", "u1", "10", T0 + 59_000 + i), time_ms=T0 + 59_000 + i) for i in range(3)]
+    copies = [Rec(i, T0 + 59_000 + i, b.key, b.value) for i, b in enumerate(bids)]
+    r.probe.ends[TopicPartition(topics.BID_PLACED, 3)] = 3
+    acks: list[tuple[str, int | None]] = []
+    r.engine.receive(topics.BID_PLACED, 3, copies[:2], lambda s: acks.append(("first", s)), start=0, end=2)
+    r.engine.receive(topics.BID_PLACED, 3, copies[:2], lambda s: acks.append(("again", s)), start=0, end=2)
+    r.engine.receive(topics.BID_PLACED, 3, copies, lambda s: acks.append(("overlapping", s)), start=0, end=3)
+    await acknowledge_all(r, lambda: len(acks) == 2)
+    assert acks == [("first", 0), ("overlapping", 2)]
+    extended = [c.state.version for c in r.changes if c.kind == "extended"]
+    assert extended == [2, 3, 4]  # one extension per bid, not five

@@ -8,7 +8,6 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streams import topics
@@ -24,7 +23,6 @@ def consumer(committed: int | None, generation: int = 1) -> Any:
         _acked_index=defaultdict(set),
         _batches={},
         _revoked=set(),
-        _delivered={},
         _committed_offset=defaultdict(lambda: None),
         app=SimpleNamespace(consumer_generation_id=generation),
     )
@@ -67,24 +65,3 @@ def test_acknowledgements_of_an_assignment_that_is_over_are_refused() -> None:
     fake._revoked.add(TP0)
     assert not acked(fake, 100, 150, generation=2)  # revoked, not assigned again yet
     assert commit(fake) is None and fake._batches == {}
-
-
-def records(first: int, last: int) -> list[ConsumerRecord[bytes, bytes]]:
-    return [ConsumerRecord(TP0.topic, 0, o, 0, 1, None, b"x", None, 1, 1, []) for o in range(first, last + 1)]
-
-
-def test_records_fetched_again_after_the_assignments_seek_are_handed_on_once() -> None:
-    """Faust seeks to the committed offset when an assignment begins; a fetch that raced it is
-    followed by the same records again. Seen in a kill -9 drill: the second copy was folded as
-    a later record and changed what the log determines."""
-    fake = consumer(committed=17)
-    first = BatchConsumer.fresh(fake, TP0, records(17, 23), 1, 17, 24)
-    assert first is not None and [r.offset for r in first.records] == list(range(17, 24))
-    assert BatchConsumer.fresh(fake, TP0, records(17, 23), 1, 17, 24) is None  # the same again
-    overlapping = BatchConsumer.fresh(fake, TP0, records(17, 30), 1, 17, 31)
-    assert overlapping is not None and (overlapping.start, overlapping.end) == (24, 31)
-    assert [r.offset for r in overlapping.records] == list(range(24, 31))
-    assert acked(fake, first.start, first.end) and acked(fake, overlapping.start, overlapping.end)
-    assert commit(fake) == 31  # the batches handed on chain end to start
-    again = BatchConsumer.fresh(fake, TP0, records(17, 23), 2, 17, 24)  # a new assignment: all of it again
-    assert again is not None and [r.offset for r in again.records] == list(range(17, 24))
