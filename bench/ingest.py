@@ -165,16 +165,20 @@ def run_one(s: Stack, c: Contender, bids: int, replayed: Replayed, profile: set[
     extra = [topics.TICKS] if c.name == "ours" else []
     ends = asyncio.run(input_ends(bootstrap, topics.INPUT_TOPICS))
     owed = len(replayed.owed) if c.prefix is not None else 0
-    launched = time.monotonic()
-    proc = c.start(s, work)
     profiler: list[Profile] = []
-
-    def on_start() -> None:
-        if c.name in profile:
-            profiler.append(Profile(proc.pid, work / f"{c.name}.pyspy.txt"))
+    launched: list[tuple[float, ServerProcess]] = []
 
     async def watch() -> Window:
+        # The outputs are counted from before the launch: a contender that starts fast writes
+        # some before a count begun after its launch would look.
         async with Watch(bootstrap, c.group, ends, outputs, extra) as w:
+            launched.append((time.monotonic(), c.start(s, work)))
+            proc = launched[0][1]
+
+            def on_start() -> None:
+                if c.name in profile:
+                    profiler.append(Profile(proc.pid, work / f"{c.name}.pyspy.txt"))
+
             return await w.run(proc.pid, broker.pid, owed, proc.running, on_start)
 
     try:
@@ -182,8 +186,10 @@ def run_one(s: Stack, c: Contender, bids: int, replayed: Replayed, profile: set[
     finally:
         for p in profiler:
             p.stop()
-        proc.stop()
-    result = {"contender": c.name, **figures(bids, launched, window), **asyncio.run(verify(bootstrap, c, replayed))}
+        for _, proc in launched:
+            proc.stop()
+    launched_at = launched[0][0]
+    result = {"contender": c.name, **figures(bids, launched_at, window), **asyncio.run(verify(bootstrap, c, replayed))}
     if profiler:
         result["profile"] = summarize(profiler[0].out, window.ended.at - window.started.at)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode(), flush=True)

@@ -64,7 +64,7 @@ def sections(load: Load) -> list[str]:
         lines = [
             f"**Ingest side by side** ({ingest['input']['bids']:,} bids and {ingest['input']['registrations']:,} "
             "registrations pre-loaded once; each contender in turn reads them from the start in its own group; "
-            "timed from its first output to its committed end; `bench/ingest.py`):",
+            "timed from its group forming to its committed end, outputs all in; `bench/ingest.py`):",
             "",
             "| contender | bids/s | ours ÷ it | worker CPU µs/bid | ours ÷ it | broker CPU µs/bid | ours ÷ it "
             "| owed records as owed | changelog ends as replayed | other load (cores) |",

@@ -196,7 +196,7 @@ class Engine:
         group = self.groups.get(partition)
         if group is None or self.broken:
             return
-        if not group.pipeline.held:
+        if not (group.pipeline.held or group.pipeline.full):
             ready = group.merger.pop_ready()
             if ready:
                 HELD_INPUTS.dec(len(ready))

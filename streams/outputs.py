@@ -18,10 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from streams import events as ev
-from streams import topics
+from streams import json_bytes, topics
 from streams.effects import Audited, TimerChanged, Tracked
 from streams.state import TimerState
 from streams.tracing import child_traceparent
@@ -52,7 +50,7 @@ def rfc3339(ms: int) -> str:
 def cloudevent(
     event_id: str, event_type: str, time_ms: int, traceparent: str, data: dict[str, Any], source: str = SOURCE
 ) -> bytes:
-    return orjson.dumps(
+    return json_bytes.dumps(
         {
             "specversion": "1.0",
             "id": event_id,
@@ -144,7 +142,7 @@ def analytics(tracked: Tracked, at_ms: int) -> Record:
         "properties": tracked.properties,
         "context": {"traceparent": tracked.traceparent, "library": {"name": "auction-timer", "version": "0.1.0"}},
     }
-    return Record(topics.ANALYTICS, tracked.auction_id.encode(), orjson.dumps(doc))
+    return Record(topics.ANALYTICS, tracked.auction_id.encode(), json_bytes.dumps(doc))
 
 
 # What a DLQ record keeps of the input: enough to read what was wrong, never so much that the

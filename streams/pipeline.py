@@ -4,8 +4,9 @@ acknowledged (so Faust may commit them).
 
 So an input is committed only after every record it caused and its changelog record are
 acknowledged by Kafka, and the store (written through after the changelog) never holds a state
-the changelog lacks. A delivery slower than DELIVERY_PATIENCE_S holds the partition: the
-engine folds nothing new of it until Kafka has taken the records.
+the changelog lacks. A delivery slower than DELIVERY_PATIENCE_S holds the partition, and so
+do MAX_IN_FLIGHT records not yet acknowledged: the engine folds nothing new of it until Kafka
+has taken the records (half of them, for the second).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from streams.states import StateCache, Stored, encode_stored
 log = logging.getLogger("auction_timer.pipeline")
 # A healthy Kafka acknowledges within milliseconds; a delivery slower than this holds its partition.
 DELIVERY_PATIENCE_S = 1.0
+# Records (outputs and changelog entries) of one partition not yet acknowledged, at most: a worker
+# folding a backlog faster than Kafka takes its outputs would otherwise hold them all in memory.
+# Past it the partition folds nothing new until half are acknowledged.
+MAX_IN_FLIGHT = 20_000
 
 
 class Deliverer(Protocol):
@@ -74,9 +79,11 @@ class Pipeline:
         self.states = states
         self.changelog_topic = changelog_topic
         self.clock = clock
-        self.on_release = on_release  # the partition is no longer held: fold what waits
+        self.on_release = on_release  # the partition is no longer held or full: fold what waits
         self.on_fatal = on_fatal
         self.rounds: deque[Round] = deque()
+        self.in_flight = 0  # records of the rounds not yet acknowledged
+        self.full = False  # reached MAX_IN_FLIGHT, not yet back under half of it
         self.failing = 0  # deliveries of this partition slower than DELIVERY_PATIENCE_S right now
         self.writing: asyncio.Future[list[RecordMetadata]] | None = None
         self.broken = False
@@ -92,6 +99,8 @@ class Pipeline:
 
     def submit(self, work: Round) -> None:
         self.rounds.append(work)
+        self.in_flight += len(work.records) + len(work.states)
+        self.full = self.full or self.in_flight >= MAX_IN_FLIGHT
         sending = self._spawn(self._send_outputs(work))
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
@@ -149,6 +158,11 @@ class Pipeline:
                     batch.remaining -= count
                     if batch.remaining == 0:
                         batch.ack()
+                self.in_flight -= len(work.records) + len(work.states)
+            if self.full and self.in_flight < MAX_IN_FLIGHT // 2:
+                self.full = False
+                if not self.held:
+                    self.on_release()
 
     async def _deliver(self, records: Sequence[Outgoing]) -> list[RecordMetadata]:
         if not records:

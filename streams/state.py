@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
+from streams import json_bytes
 from streams.events import Policy
 
 Status = Literal["scheduled", "running", "ended", "cancelled"]
@@ -107,7 +108,7 @@ def auction_key(key: bytes) -> bytes:
 def encode_state(state: TimerState | Expired) -> bytes:
     # orjson writes dataclasses itself, field by field in declaration order: the same bytes as
     # dumps(asdict(state)) (tests/unit/test_state.py) at a fifth of the cost.
-    return orjson.dumps(state)
+    return json_bytes.dumps(state)
 
 
 def decode_state(raw: bytes) -> TimerState:

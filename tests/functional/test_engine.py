@@ -429,3 +429,23 @@ async def test_records_fetched_again_after_the_assignments_seek_are_folded_once(
     assert acks == [("first", 0), ("overlapping", 2)]
     extended = [c.state.version for c in r.changes if c.kind == "extended"]
     assert extended == [2, 3, 4]  # one extension per bid, not five
+
+
+async def test_a_partition_with_too_many_records_unacknowledged_folds_nothing_new_until_half_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker folding a backlog faster than Kafka takes its outputs must not hold them all in
+    memory (a million registrations once took a worker past 19 GiB)."""
+    monkeypatch.setattr(pipeline, "MAX_IN_FLIGHT", 6)
+    r = rig()
+    a, b, c = ids_on(0, 3)
+    r.feed(started(a), T0, "a")
+    await until(lambda: len(r.kafka.calls) == 1)  # three outputs and a changelog entry in flight
+    r.feed(started(b), T0 + 1, "b")
+    await until(lambda: len(r.kafka.calls) == 2)  # eight: full
+    r.feed(started(c), T0 + 2, "c")
+    for _ in range(50):
+        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    assert [ch.state.auction_id for ch in r.changes] == [a, b]  # c waits
+    await acknowledge_all(r, lambda: r.acked == ["a", "b", "c"])
+    assert [ch.state.auction_id for ch in r.changes] == [a, b, c]
