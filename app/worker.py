@@ -44,6 +44,7 @@ from streams.states import StateCache
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
+STREAM_BUFFER_BATCHES = 32  # fetched batches queued for the agent, at most (see build_worker_app)
 # Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
 # worker holding a million states within its memory budget; the OS page cache does the rest.
 ROCKSDB_OPTIONS = {
@@ -97,6 +98,10 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         # The engine holds records it has not folded yet; a rebalance must not wait for them
         # (they were never acknowledged, so the partition's next owner folds them).
         stream_wait_empty=False,
+        # Each queued message is a fetched batch (up to 1 MiB of one partition's records), and
+        # Faust's default of 4,096 let a worker folding a backlog slower than it fetched hold
+        # gigabytes of them; 32 keep the fold busy and bound the records in memory.
+        stream_buffer_maxsize=STREAM_BUFFER_BATCHES,
         web_enabled=False,
         Table=VersionedTable,
     )

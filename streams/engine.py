@@ -42,8 +42,11 @@ BIDS = RANK[topics.BID_PLACED]
 REVOKE_WAIT_S = 5.0  # how long a revocation waits for changelog writes in flight (within the 10 s session)
 # What one input partition buffers before it is paused (resumed at half): records, and bytes
 # (an oversized input is dead-lettered, but buffered whole until then).
-MAX_QUEUED = 20_000
+MAX_QUEUED = 5_000
 MAX_QUEUED_BYTES = 32 * 1024 * 1024
+# Inputs folded in one round (one delivery of their outputs) at most: a backlog released at once
+# is folded round after round, each counted against the pipeline's bound on unacknowledged records.
+MAX_ROUND_INPUTS = 1_000
 
 
 class Record(Protocol):
@@ -196,13 +199,14 @@ class Engine:
         group = self.groups.get(partition)
         if group is None or self.broken:
             return
-        if not (group.pipeline.held or group.pipeline.full):
-            ready = group.merger.pop_ready()
-            if ready:
-                HELD_INPUTS.dec(len(ready))
-                self._fold(group, ready)
-            if group.merger.blocked_on():
-                self.evidence.ask()
+        while not (group.pipeline.held or group.pipeline.full or self.broken):
+            ready = group.merger.pop_ready(MAX_ROUND_INPUTS)
+            if not ready:
+                break
+            HELD_INPUTS.dec(len(ready))
+            self._fold(group, ready)
+        if group.merger.blocked_on():
+            self.evidence.ask()
         self._bound(group)
 
     def _bound(self, group: Group) -> None:

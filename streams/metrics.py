@@ -37,6 +37,10 @@ LATE_BIDS = Counter("auctions_timer_late_bids_total", "Bids placed before the en
 SEND_FAILURES = Counter(
     "auctions_timer_scheduler_send_failures_total", "Scheduler commands and ticks Kafka did not acknowledge", ["what"]
 )
+CHANGE_TICKS_DROPPED = Counter(
+    "auctions_timer_change_ticks_dropped_total",
+    "Ticks of a change left unsent because MAX_PENDING_CHANGE_TICKS newer ones were waiting (a backlog)",
+)
 HELD_GROUPS = Gauge(
     "auctions_timer_held_partitions",
     "Input partitions whose folding is held because Kafka has not yet acknowledged what they caused",

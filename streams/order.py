@@ -59,11 +59,11 @@ class Merger(Generic[T]):
         """No record will be added any more (replay): release all."""
         self._caught_up_at = [FOREVER] * self.ranks
 
-    def pop_ready(self) -> list[T]:
-        """Every record that can be released now, in the log's order."""
+    def pop_ready(self, at_most: int = FOREVER) -> list[T]:
+        """The records that can be released now, in the log's order: all of them, or the first `at_most`."""
         queues, caught, ranks = self._queues, self._caught_up_at, range(self.ranks)
         out: list[T] = []
-        while True:
+        while len(out) < at_most:
             heads = [(q[0][0], r) for r, q in enumerate(queues) if q]
             if not heads:
                 return out
@@ -75,7 +75,7 @@ class Merger(Generic[T]):
             bound = min((caught[r] for r in ranks if r != best and not queues[r]), default=FOREVER)
             queue = queues[best]
             released = 0
-            while queue:
+            while queue and len(out) < at_most:
                 log_ms = queue[0][0]
                 if (log_ms, best) > limit or log_ms > bound:
                     break
@@ -83,6 +83,7 @@ class Merger(Generic[T]):
                 released += 1
             if not released:
                 return out
+        return out
 
     def blocked_on(self) -> list[int]:
         """The empty partitions whose unknown tail holds back the next record (ask their end offsets)."""

@@ -7,6 +7,11 @@ the fold, through the agent, is the only writer. Its clock only decides when to
 ask: whether a command is due is the fold's decision, by the log's clock.
 Every send's result is checked; a command that did not reach Kafka is fired
 again (REFIRE_MS), a tick that did not is counted and superseded by the next.
+
+A change's tick waits in a queue the loop empties; an auction's newer change replaces its
+waiting tick, and past MAX_PENDING_CHANGE_TICKS the oldest is dropped (counted): a worker
+folding a backlog changes auctions faster than it sends ticks, and the change itself is in
+the timer event anyway.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from typing import Any
 from streams import events as ev
 from streams import outputs
 from streams.clock import wall_ms
-from streams.metrics import ACTIVE_TIMERS, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
+from streams.metrics import ACTIVE_TIMERS, CHANGE_TICKS_DROPPED, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
 from streams.schedule import Due, Schedule
 from streams.state import TimerState
 from streams.tracing import child_traceparent
 
 log = logging.getLogger("auction_timer.scheduler")
 SOURCE = "urn:auction-timer:scheduler"
+MAX_PENDING_CHANGE_TICKS = 10_000
 
 Send = Callable[[outputs.Record], Awaitable["asyncio.Future[Any]"]]
 
@@ -50,7 +56,7 @@ class Scheduler:
         self._send_tick = send_tick
         self._clock = clock
         self._wake = asyncio.Event()
-        self._change_ticks: list[outputs.Record] = []
+        self._change_ticks: dict[str, outputs.Record] = {}  # by auction, oldest first
 
     def on_change(self, state: TimerState) -> None:
         """A new version from the fold: re-plan its deadlines and tick at once with it. Called
@@ -59,7 +65,11 @@ class Scheduler:
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
         ACTIVE_TIMERS.set(len(self.schedule))
-        self._change_ticks.append(outputs.tick(state, seq, now))
+        self._change_ticks.pop(state.auction_id, None)  # superseded: to the back with the newest
+        self._change_ticks[state.auction_id] = outputs.tick(state, seq, now)
+        if len(self._change_ticks) > MAX_PENDING_CHANGE_TICKS:
+            del self._change_ticks[next(iter(self._change_ticks))]
+            CHANGE_TICKS_DROPPED.inc()
         self._wake.set()
 
     def rebuild(self, partitions: Iterable[int], states: Iterable[TimerState]) -> None:
@@ -81,7 +91,7 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             await self._sleep_until_due()
-            ticks, self._change_ticks = self._change_ticks, []
+            ticks, self._change_ticks = list(self._change_ticks.values()), {}
             for record in ticks:
                 try:
                     checked(await self._send_tick(record), "tick")

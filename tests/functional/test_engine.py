@@ -15,8 +15,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import RecordMetadata
 
 from streams import effects as fx
+from streams import engine, pipeline, topics
 from streams import events as ev
-from streams import pipeline, topics
 from streams.delivery import Outgoing
 from streams.engine import Engine
 from streams.message import LOG_APPEND_TIME, Message
@@ -375,7 +375,7 @@ async def test_a_partition_buffering_too_many_bytes_is_paused_until_half_is_fold
     big = b"x" * (1024 * 1024)  # oversized: dead-lettered once folded
     for n in range(33):
         r.feed(ev.BidPlaced(a, f"b{n}", "u", "1", T0 + n), T0 + n, f"bid{n}", value=big)
-    assert r.paused == {bids_tp}  # 33 MiB buffered > 32 MiB, though far fewer than 20,000 records
+    assert r.paused == {bids_tp}  # 33 MiB buffered > 32 MiB, though far fewer than 5,000 records
     r.probe.unfetched.clear()
     await acknowledge_all(r, lambda: len(r.acked) == 33)
     assert r.paused == set()
@@ -449,3 +449,21 @@ async def test_a_partition_with_too_many_records_unacknowledged_folds_nothing_ne
     assert [ch.state.auction_id for ch in r.changes] == [a, b]  # c waits
     await acknowledge_all(r, lambda: r.acked == ["a", "b", "c"])
     assert [ch.state.auction_id for ch in r.changes] == [a, b, c]
+
+
+async def test_a_backlog_released_at_once_is_folded_in_rounds_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However much the merge releases at once, a round folds at most MAX_ROUND_INPUTS inputs, so
+    that the bound on a partition's unacknowledged records holds for a backlog too."""
+    monkeypatch.setattr(engine, "MAX_ROUND_INPUTS", 2)
+    r = rig()
+    auctions = ids_on(1, 5)
+    r.probe.unfetched[TopicPartition(topics.BID_PLACED, 1)] = 1  # the merge waits: registrations pile up
+    for n, a in enumerate(auctions):
+        r.feed(started(a), T0 + n, a)
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert r.kafka.calls == []
+    r.probe.unfetched.clear()  # released at once: five inputs, folded two, two and one
+    await until(lambda: len(r.kafka.calls) == 3)
+    assert [len(call.records) for call in r.kafka.calls] == [6, 6, 3]
+    await acknowledge_all(r, lambda: r.acked == auctions)
