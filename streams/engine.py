@@ -211,11 +211,13 @@ class Engine:
 
     def _bound(self, group: Group) -> None:
         """Pause an input partition with too much buffered, resume it at half. A partition the
-        merge waits on has nothing buffered, so it is never paused."""
+        merge waits on has nothing buffered, so it is never paused. The pause is asked again
+        while the partition is over: Faust's own flow control resumes partitions when its queue
+        drains, ours included."""
         for rank, name in enumerate(topics.INPUT_TOPICS):
             queued, size = group.merger.queued(rank), group.queued_bytes[rank]
             tp = TopicPartition(name, group.partition)
-            if rank not in group.paused and (queued > MAX_QUEUED or size > MAX_QUEUED_BYTES):
+            if queued > MAX_QUEUED or size > MAX_QUEUED_BYTES:
                 group.paused.add(rank)
                 self.pause([tp])
             elif rank in group.paused and queued < MAX_QUEUED // 2 and size < MAX_QUEUED_BYTES // 2:

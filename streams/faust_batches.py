@@ -151,11 +151,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 return
+            if not batch:
+                continue
+            batched = tp.topic in self.batched
+            # Faust skips what a partition paused during the fetch returned; the client's position
+            # has moved past it, so for an input that would lose it. The engine buffers it instead.
             wanted = active_partitions is None or tp in active_partitions or tp in self._buffered_partitions
-            if not (batch and wanted):
+            if not (batched or wanted):
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if tp.topic in self.batched:
+            if batched:
                 start = min(before.get(tp, batch[0].offset), batch[0].offset)
                 end = max(after.get(tp, 0), batch[-1].offset + 1)
                 yield tp, BatchMessage(tp, batch, generation_id, start, end)

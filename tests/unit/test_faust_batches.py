@@ -8,6 +8,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streams import topics
@@ -65,3 +66,29 @@ def test_acknowledgements_of_an_assignment_that_is_over_are_refused() -> None:
     fake._revoked.add(TP0)
     assert not acked(fake, 100, 150, generation=2)  # revoked, not assigned again yet
     assert commit(fake) is None and fake._batches == {}
+
+
+async def test_a_batch_of_an_input_partition_paused_during_the_fetch_is_handed_on() -> None:
+    """The engine pauses a partition that buffers too much; a fetch already under way may still
+    return its records, and the client's position has moved past them. Faust would skip them (a
+    loss, and a commit that never moves again); an input's batch is handed on."""
+    paused, changelog = TP0, TP("timers-changelog", 0)
+    records = {paused: [_record(TP0, 100), _record(TP0, 101)], changelog: [_record(changelog, 7)]}
+    fake = consumer(committed=100)
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, Any], set[TP]]:
+        fake._fetching = (1, {paused: 100})  # what _getmany notes as it begins the fetch
+        return records, set()  # both paused by the time the fetch returns
+
+    fake.should_stop, fake.flow_active = False, True
+    fake._wait_next_records = wait_next_records
+    fake._positions = lambda: {paused: 102}
+    fake._buffered_partitions = set()
+    fake.highwater = lambda tp: 0
+    fake.app.monitor = SimpleNamespace(track_tp_end_offset=lambda tp, offset: None)
+    handed = [(tp, message) async for tp, message in BatchConsumer.getmany(fake, 1.0)]
+    assert [(tp, m.start, m.end, [r.offset for r in m.records]) for tp, m in handed] == [(paused, 100, 102, [100, 101])]
+
+
+def _record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 1, None, b"x", None, 1, 1, [])
