@@ -87,6 +87,7 @@ class Engine:
         pause: Callable[[list[TopicPartition]], None] = lambda tps: None,
         resume: Callable[[list[TopicPartition]], None] = lambda tps: None,
         clock: Clock = wall_ms,
+        visibility_margin_ms: int = 0,
     ) -> None:
         self.processor = processor
         self.states = states
@@ -99,7 +100,7 @@ class Engine:
         self.resume = resume
         self.clock = clock
         self.groups: dict[int, Group] = {}
-        self.evidence = Evidence(probe, self, clock)
+        self.evidence = Evidence(probe, self, clock, visibility_margin_ms)
         self._newest_seen_ms = 0
         self._bids_wanted = False
         self.broken = False  # a fold failed: nothing more is folded

@@ -7,6 +7,11 @@ nothing unseen that the log took before the lookup. The record that blocks was r
 before the lookup was sent, so the broker served the lookup after stamping it; `as_of` takes
 the older of the worker's clock at sending and the newest broker time received, so a worker
 clock running ahead cannot release a record early. The brokers' clocks must agree (NTP).
+
+On a replicated topic a record is stamped when its leader appends it but is visible (below the
+high watermark) only once enough followers have it, a replication round trip later: a lookup
+vouches for the partition only up to `margin_ms` before it was sent. A record that takes longer
+to become visible is folded late (the engine logs it), and replay may order it otherwise.
 """
 
 from __future__ import annotations
@@ -49,10 +54,11 @@ class Partitions(Protocol):
 
 
 class Evidence:
-    def __init__(self, probe: LogProbe, partitions: Partitions, clock: Clock) -> None:
+    def __init__(self, probe: LogProbe, partitions: Partitions, clock: Clock, margin_ms: int = 0) -> None:
         self.probe = probe
         self.partitions = partitions
         self.clock = clock
+        self.margin_ms = margin_ms
         self._asking: asyncio.Task[None] | None = None
 
     def ask(self) -> None:
@@ -83,7 +89,7 @@ class Evidence:
                 # Not `newest - 1`: then a lone record would wait for a newer one forever. (With the
                 # worker's clock ahead of the brokers', a record appended in the very millisecond of
                 # the newest one seen, after the lookup, could sort before it: clocks must agree.)
-                self.partitions.caught_up(caught, min(sent_ms - 1, newest), sent_ms)
+                self.partitions.caught_up(caught, min(sent_ms - 1 - self.margin_ms, newest), sent_ms)
                 await asyncio.sleep(ASK_INTERVAL_S)
         finally:
             self._asking = None

@@ -208,15 +208,24 @@ async def test_watch_all_draws_a_board_of_running_auctions(stack: Stack) -> None
     )  # fmt: skip
     assert watcher.stdout is not None
     board: list[str] = []
+    shown: list[str] = []  # everything it printed, for the failure message
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(120):
             while not (board[:1] == ["3 running  [live]"] and len(board) == 5):
                 line = (await watcher.stdout.readline()).decode()
-                assert line, "watch --all stopped"
+                assert line, f"watch --all stopped: {shown[-20:]}"
+                shown.append(line.rstrip("\n"))
                 board = [] if not line.strip() else [*board, line.rstrip("\n")]
+    except TimeoutError:
+        raise AssertionError(f"no board of the three auctions within 120 s; it printed: {shown[-20:]}") from None
     finally:
         watcher.send_signal(signal.SIGINT)
-        code = await watcher.wait()
+        try:
+            code = await asyncio.wait_for(watcher.wait(), 15)
+        except TimeoutError:
+            watcher.kill()
+            await watcher.wait()
+            raise AssertionError("watch --all did not stop on Ctrl-C within 15 s") from None
     assert [row.split()[0] for row in board[2:]] == ["board-1", "board-2", "board-0"], board  # soonest first
     # A loaded machine may slow a round trip enough for a drift note; the layout is what counts.
     note = r"( +(drift|resynced \(drift) [+-]\d+ ms\)?)?"

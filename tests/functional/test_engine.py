@@ -127,7 +127,11 @@ class Rig:
         self.engine.receive(out.topic, partition, batch, lambda _start: self.acked.append(label))
 
 
-def rig(processor_hook: Callable[[TimerProcessor], None] = lambda p: None) -> Rig:
+def rig(
+    processor_hook: Callable[[TimerProcessor], None] = lambda p: None,
+    clock: Callable[[], int] = lambda: NOW,
+    visibility_margin_ms: int = 0,
+) -> Rig:
     kafka, probe, raw = FakeKafka(), EndsProbe(), MemoryRaw()
     processor = TimerProcessor(
         states=StateCache(raw, lambda key: partition_for(key, PARTITIONS)), partitions=PARTITIONS, max_event_bytes=65536
@@ -139,7 +143,8 @@ def rig(processor_hook: Callable[[TimerProcessor], None] = lambda p: None) -> Ri
     made.engine = Engine(
         processor, states, kafka, probe, CHANGELOG,
         on_changes=made.changes.extend, on_reconcile=lambda _: None, on_fatal=made.fatal.append,
-        pause=made.paused.update, resume=made.paused.difference_update, clock=lambda: NOW,
+        pause=made.paused.update, resume=made.paused.difference_update, clock=clock,
+        visibility_margin_ms=visibility_margin_ms,
     )  # fmt: skip
     return made
 
@@ -470,3 +475,20 @@ async def test_a_backlog_released_at_once_is_folded_in_rounds_of_bounded_size(mo
     await until(lambda: len(r.kafka.calls) == 3)
     assert [len(call.records) for call in r.kafka.calls] == [6, 6, 3]
     await acknowledge_all(r, lambda: r.acked == auctions)
+
+
+async def test_on_a_replicated_topic_a_lookup_vouches_only_up_to_the_margin_before_it_was_sent() -> None:
+    """A record its leader stamped before a lookup may become visible only after it (followers
+    first): an idle partition counts as caught up only up to the margin before the lookup."""
+    now = [T0 + 60_050]
+    r = rig(clock=lambda: now[0], visibility_margin_ms=100)
+    (a,) = ids_on(2, 1)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    r.feed(ev.ExpireTimer(a, 1, T0 + 60_000), T0 + 60_000, "expire")  # the bids partition is idle
+    for _ in range(50):
+        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    assert [c.kind for c in r.changes] == ["registered"]  # 50 ms after the command: not yet vouched for
+    now[0] = T0 + 60_101
+    await acknowledge_all(r, lambda: r.acked == ["start", "expire"])
+    assert [c.kind for c in r.changes] == ["registered", "completed"]
