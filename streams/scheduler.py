@@ -33,7 +33,7 @@ from streams.tracing import child_traceparent
 
 log = logging.getLogger("auction_timer.scheduler")
 SOURCE = "urn:auction-timer:scheduler"
-MAX_PENDING_CHANGE_TICKS = 10_000
+MAX_PENDING_CHANGE_TICKS = 50_000  # about 50 MB of ticks
 
 Send = Callable[[outputs.Record], Awaitable["asyncio.Future[Any]"]]
 

@@ -33,6 +33,7 @@ RECONNECTING_S = 3.0
 BASE_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 10.0
 FIRST_PINGS = 3
+CLOSE_WAIT_S = 5.0  # how long closing waits for the client's tasks to finish
 MAX_FOLLOWED = 500  # the listing's largest page, and the gateway's default cap per socket
 
 
@@ -123,9 +124,9 @@ class TimerClient:
                 tasks = [runner, *self._tasks, *([self._poller] if self._poller else [])]
                 for task in tasks:
                     task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                # Bounded, and never swallowing our own cancellation (Ctrl-C): a CI run's `watch`
+                # did not stop on Ctrl-C when a cleanup like this one swallowed it.
+                await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -197,9 +198,9 @@ class TimerClient:
             self._ws = None
             for task in background:
                 task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # asyncio.wait, not `await task` under suppress(CancelledError): that would also swallow
+            # the cancellation of this task (the client closing), which then reconnected forever.
+            await asyncio.wait(background)
             await ws.close()
 
     async def _subscribe(self, auction_ids: list[str]) -> None:

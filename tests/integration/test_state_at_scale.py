@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from infra.process import ServerProcess
 from streams import events as ev
-from streams import topics
+from streams import scheduler, topics
 from streams.processor import partition_for
 from tests.support.committed import committed_to_end
 from tests.support.events import now_ms, record
@@ -101,7 +101,9 @@ async def _recovered_again(process: ServerProcess, before: int) -> bool:
 async def test_kafka_tick_traffic_follows_auctions_near_their_end(stack: Stack) -> None:
     """20,000 live auctions, 20 of them inside the tick horizon: over a measured window Kafka
     carries periodic ticks for those 20 only (changes always tick, so the registrations'
-    own ticks come before the window)."""
+    own ticks come before the window; fewer registrations than the worker lets wait, so none of
+    their ticks is dropped)."""
+    assert scheduler.MAX_PENDING_CHANGE_TICKS > 20_020
     stack.start_worker(AUCTION_TIMER_KAFKA_TICK_HORIZON_S="60")
     async with kafka_io(stack.kafka.bootstrap, topics.TICKS) as (producer, watch):
         base = now_ms()
