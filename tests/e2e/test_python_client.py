@@ -202,9 +202,12 @@ async def test_watch_all_draws_a_board_of_running_auctions(stack: Stack) -> None
         for i, minutes in enumerate((9, 3, 6)):
             ends = start + minutes * 60_000
             await produce(producer, record(ev.AuctionStarted(f"board-{i}", start, ends, POLICY, "m")))
+    # Ctrl-C as a terminal sends it, even when this test runs where SIGINT is ignored (a job
+    # started with `&` without job control ignores it, and so do its children: a CI harness did).
     watcher = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "watch", "--all", "--url", base,
         stdout=asyncio.subprocess.PIPE, env=stack.env(), cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert watcher.stdout is not None
     board: list[str] = []
