@@ -76,8 +76,10 @@ class EndsProbe:
     def __init__(self) -> None:
         self.ends: dict[TopicPartition, int] = {}
         self.unfetched: dict[TopicPartition, int] = {}
+        self.asked = 0  # end-offset lookups answered
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        self.asked += 1
         return {tp: self.ends.get(tp, 0) + self.unfetched.get(tp, 0) for tp in tps}
 
     async def start_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -161,6 +163,18 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     await eventually(probe, timeout, "the engine to get there", interval=0.001)
 
 
+async def evidence_asked(r: Rig, times: int) -> None:
+    """The engine's evidence has looked up end offsets `times` more times (bounded wait)."""
+    target = r.probe.asked + times
+    await until(lambda: r.probe.asked >= target)
+
+
+async def settled() -> None:
+    """Every task that was ready has had its turns: what must not happen has had its chance to."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
 async def acknowledge_all(r: Rig, condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Kafka acknowledges whatever is asked of it until `condition` holds."""
 
@@ -204,8 +218,7 @@ async def test_a_refused_output_acknowledges_nothing() -> None:
     await until(lambda: len(r.kafka.calls) == 1)
     r.kafka.calls[0].done.set_exception(RuntimeError("Kafka refused"))
     await until(lambda: len(r.fatal) == 1)
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await settled()
     assert len(r.fatal) == 1  # reported once
     assert r.acked == [] and len(r.kafka.calls) == 1  # no changelog record, no ack
 
@@ -242,8 +255,7 @@ async def test_rounds_are_acknowledged_in_order_even_when_kafka_answers_out_of_o
     r.feed(started(a2), T0 + 1, "second")
     await until(lambda: len(r.kafka.calls) == 2)
     r.kafka.calls[1].ack()  # the second round's outputs first
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await settled()
     assert len(r.kafka.calls) == 2 and r.acked == []  # no changelog while the first is out
     r.kafka.calls[0].ack()
     await until(lambda: len(r.kafka.calls) == 3)
@@ -258,8 +270,7 @@ async def test_a_bid_waits_for_an_idle_partition_until_the_log_shows_it_holds_no
     bids_tp = TopicPartition(topics.BID_PLACED, 3)
     r.probe.unfetched[TopicPartition(topics.AUCTION_STARTED, 3)] = 1  # the registration is not fetched yet
     r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "bid")  # in the soft-close window
-    for _ in range(50):
-        await asyncio.sleep(0.001)  # the evidence loop asks many times meanwhile
+    await evidence_asked(r, 20)  # the evidence asks many times meanwhile
     assert r.kafka.calls == [] and r.changes == []  # the bid waits: the registration may come first
     r.probe.unfetched.clear()
     r.feed(started(a), T0, "start")  # fetched late, appended first
@@ -277,8 +288,7 @@ async def test_revoking_a_partition_never_acknowledges_its_inputs_later() -> Non
     await until(lambda: len(r.kafka.calls) == 1)
     await r.engine.revoke([0])
     r.kafka.calls[0].ack()
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await settled()
     assert r.acked == [] and len(r.kafka.calls) == 1  # the next owner folds it again
     assert 0 not in r.engine.groups
 
@@ -299,8 +309,7 @@ async def test_a_fold_that_breaks_outside_any_record_stops_the_worker_unacknowle
     await until(lambda: len(r.fatal) == 1)
     assert isinstance(r.fatal[0], MemoryError)
     r.feed(started(a2), T0 + 1, "later")  # folds nothing more
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await settled()
     assert len(r.fatal) == 1 and r.acked == [] and r.kafka.calls == [] and r.changes == []
 
 
@@ -341,8 +350,7 @@ async def test_a_partition_ending_in_transaction_markers_does_not_block_its_grou
     await acknowledge_all(r, lambda: r.acked == ["start"])
     r.probe.unfetched[started_tp] = 1  # the marker after the registration
     r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "bid")
-    for _ in range(50):
-        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    await evidence_asked(r, 20)  # the evidence asks many times meanwhile
     assert len(r.changes) == 1  # the bid waits: the registrations partition is not known caught up
     r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda _start: r.acked.append("marker"), end=2)
     assert "marker" in r.acked  # nothing to fold: acknowledged at once (the commit chains it in order)
@@ -363,12 +371,10 @@ async def test_a_revoked_partition_acknowledges_nothing_and_writes_nothing_after
     revoking = asyncio.ensure_future(r.engine.revoke([0, 1]))
     await asyncio.sleep(0)
     r.kafka.calls[2].ack()  # b's outputs land within the revocation's wait: no changelog write follows
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await settled()
     r.kafka.calls[1].ack()  # a's changelog write lands within the wait: it is not acknowledged
     await revoking
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await settled()
     assert r.acked == [] and len(r.kafka.calls) == 3  # no ack, no changelog write started since
 
 
@@ -452,8 +458,8 @@ async def test_a_partition_with_too_many_records_unacknowledged_folds_nothing_ne
     r.feed(started(b), T0 + 1, "b")
     await until(lambda: len(r.kafka.calls) == 2)  # eight: full
     r.feed(started(c), T0 + 2, "c")
-    for _ in range(50):
-        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    await evidence_asked(r, 1)  # the other partitions vouched for: c could go, but for the bound
+    await settled()
     assert [ch.state.auction_id for ch in r.changes] == [a, b]  # c waits
     await acknowledge_all(r, lambda: r.acked == ["a", "b", "c"])
     assert [ch.state.auction_id for ch in r.changes] == [a, b, c]
@@ -468,8 +474,7 @@ async def test_a_backlog_released_at_once_is_folded_in_rounds_of_bounded_size(mo
     r.probe.unfetched[TopicPartition(topics.BID_PLACED, 1)] = 1  # the merge waits: registrations pile up
     for n, a in enumerate(auctions):
         r.feed(started(a), T0 + n, a)
-    for _ in range(50):
-        await asyncio.sleep(0.001)
+    await evidence_asked(r, 20)  # the evidence asks many times meanwhile
     assert r.kafka.calls == []
     r.probe.unfetched.clear()  # released at once: five inputs, folded two, two and one
     await until(lambda: len(r.kafka.calls) == 3)
@@ -486,8 +491,7 @@ async def test_on_a_replicated_topic_a_lookup_vouches_only_up_to_the_margin_befo
     r.feed(started(a), T0, "start")
     await acknowledge_all(r, lambda: r.acked == ["start"])
     r.feed(ev.ExpireTimer(a, 1, T0 + 60_000), T0 + 60_000, "expire")  # the bids partition is idle
-    for _ in range(50):
-        await asyncio.sleep(0.001)  # the evidence asks many times meanwhile
+    await evidence_asked(r, 20)  # the evidence asks many times meanwhile
     assert [c.kind for c in r.changes] == ["registered"]  # 50 ms after the command: not yet vouched for
     now[0] = T0 + 60_101
     await acknowledge_all(r, lambda: r.acked == ["start", "expire"])
