@@ -30,7 +30,7 @@ from streams.clock import wall_ms
 from streams.delivery import Delivery, Outgoing
 from streams.effects import TimerChanged
 from streams.engine import Engine
-from streams.faust_batches import BatchMessage, acknowledge, batch_transport
+from streams.faust_batches import BatchConsumer, BatchMessage, acknowledge, batch_transport
 from streams.faust_store import FaustStore, VersionedTable
 from streams.log_probe import KafkaLogProbe
 from streams.metrics import ACTIVE_TIMERS, WATERMARK_LAG
@@ -170,6 +170,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         on_changes, reconciler.request, on_fatal,
         pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
         resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
+        seek=lambda tp, offset: app.consumer.seek_wait({TP(tp.topic, tp.partition): offset}),
         visibility_margin_ms=VISIBILITY_MARGIN_MS if replication > 1 else 0,
     )  # fmt: skip
 
@@ -249,6 +250,12 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms, **kafka_options
         )
         await consumer.run()
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def check_positions() -> None:
+        consumer = app.consumer
+        assert isinstance(consumer, BatchConsumer)
+        engine.check_positions(consumer.input_positions())
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_watermarks() -> None:

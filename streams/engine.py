@@ -2,22 +2,23 @@
 partition's pipeline (streams/pipeline.py), which acknowledges an input only once everything
 it caused is in Kafka.
 
-Per partition number p of the co-partitioned input topics (a "group"): batches from the four
-input partitions wait in a `Merger` until the log's order lets them out (streams/order.py;
-end-offset lookups in streams/evidence.py tell when an idle partition holds nothing unseen);
-released records are folded one after another, synchronously (a pass never yields to the
-event loop, so nothing can interleave with it: not another fold, not a revocation); what one
-pass folds is a round, handed to the group's pipeline. A group whose pipeline is held by a
-slow or failing Kafka folds nothing new until it is released; other groups go on. A revoked
-group is dropped: its unacknowledged inputs go to the partition's next owner, which folds them
-again to the same records.
+Per partition number p of the co-partitioned input topics (a "group"): each input partition is
+taken contiguously from where the consumer group starts it (a batch that would leave a hole is
+fetched again, see `receive`); batches from the four input partitions wait in a `Merger` until
+the log's order lets them out (streams/order.py; end-offset lookups in streams/evidence.py tell
+when an idle partition holds nothing unseen); released records are folded one after another,
+synchronously (a pass never yields to the event loop, so nothing can interleave with it: not
+another fold, not a revocation); what one pass folds is a round, handed to the group's
+pipeline. A group whose pipeline is held by a slow or failing Kafka folds nothing new until it
+is released; other groups go on. A revoked group is dropped: its unacknowledged inputs go to
+the partition's next owner, which folds them again to the same records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
@@ -29,7 +30,7 @@ from streams import outputs, topics
 from streams.clock import Clock, wall_ms
 from streams.evidence import Evidence, LogProbe
 from streams.message import LOG_APPEND_TIME, Message
-from streams.metrics import EVENTS, HELD_INPUTS
+from streams.metrics import EVENTS, HELD_INPUTS, REFETCHES
 from streams.order import Merger, order_time
 from streams.pipeline import Batch, Deliverer, Pipeline, Round
 from streams.processor import TimerProcessor
@@ -59,12 +60,26 @@ class Record(Protocol):
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One batch as received: its records and the consumer's positions before and after it."""
+
+    records: Sequence[Record]
+    ack: Callable[[int | None], object]
+    start: int
+    end: int
+
+
 @dataclass(eq=False)
 class Group:
     partition: int
     pipeline: Pipeline
     merger: Merger[tuple[Message, Batch]] = field(default_factory=lambda: Merger(len(topics.INPUT_TOPICS)))
     next_offset: list[int | None] = field(default_factory=lambda: [None] * len(topics.INPUT_TOPICS))
+    # Batches that came before the partition's start was known, and the ranks being fetched again.
+    waiting: list[list[Fetched]] = field(default_factory=lambda: [[] for _ in topics.INPUT_TOPICS])
+    refetching: set[int] = field(default_factory=set)
+    looked: list[tuple[int | None, int]] = field(default_factory=lambda: [(None, -1)] * len(topics.INPUT_TOPICS))
     last_log_ms: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
     queued_bytes: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
     released: tuple[int, int, int] = (0, 0, 0)  # (log time, rank, offset) of the latest record folded
@@ -84,8 +99,9 @@ class Engine:
         on_changes: Callable[[list[fx.TimerChanged]], None],
         on_reconcile: Callable[[str], None],
         on_fatal: Callable[[BaseException], None],
-        pause: Callable[[list[TopicPartition]], None] = lambda tps: None,
-        resume: Callable[[list[TopicPartition]], None] = lambda tps: None,
+        pause: Callable[[list[TopicPartition]], None],
+        resume: Callable[[list[TopicPartition]], None],
+        seek: Callable[[TopicPartition, int], Awaitable[None]],
         clock: Clock = wall_ms,
         visibility_margin_ms: int = 0,
     ) -> None:
@@ -98,11 +114,13 @@ class Engine:
         self.on_fatal = on_fatal
         self.pause = pause
         self.resume = resume
+        self.seek = seek
         self.clock = clock
         self.groups: dict[int, Group] = {}
         self.evidence = Evidence(probe, self, clock, visibility_margin_ms)
         self._newest_seen_ms = 0
         self._bids_wanted = False
+        self._seeking: set[asyncio.Future[None]] = set()
         self.broken = False  # a fold failed: nothing more is folded
 
     # -- partitions come and go ------------------------------------------------------------
@@ -131,7 +149,7 @@ class Engine:
         groups is cancelled."""
         dropped = [group for p in partitions if (group := self.groups.pop(p, None)) is not None]
         for group in dropped:  # all at once, before any wait: nothing of them is acknowledged now
-            HELD_INPUTS.dec(len(group.merger.drop()))
+            HELD_INPUTS.dec(len(group.merger.drop()) + sum(len(b.records) for w in group.waiting for b in w))
             group.pipeline.begin_close()
         writing = [g.pipeline.writing for g in dropped if g.pipeline.writing is not None]
         if writing:
@@ -155,29 +173,54 @@ class Engine:
         this; Faust skips batches fetched under an older one). `start` and `end` are the consumer's
         positions before and after it (past any transaction markers); a batch without records
         only moves them. `ack(start)` is called once the batch is folded and all it caused is in
-        Kafka, with the position it was taken from: when an assignment begins Faust seeks each
-        partition to its committed offset, and a fetch that raced the seek is followed by the same
-        records again. A second copy would be folded as a later record, so the part received
-        already is left out (a copy with nothing new is never acknowledged: the first copy's
-        acknowledgement covers it)."""
+        Kafka, with the position it was taken from.
+
+        A partition's records are folded contiguously from where the group starts it (its
+        committed offset, looked up by the evidence; batches wait until that is known):
+        - A batch that begins before where the partition was received is a copy (a fetch raced
+          the assignment's seek to the committed offset): the part received already is left out,
+          and a copy with nothing new is never acknowledged (the first copy's acknowledgement
+          covers it).
+        - A batch that begins after it means the consumer moved past records the engine never
+          got: Faust drops what a rebalance or its flow control interrupts, and seeks back only to
+          a committed offset (none for a partition nobody committed yet). Folding on would lose
+          them; the batch is left out instead and the partition is fetched again from there."""
         group = self._group(partition)
         rank = RANK[topic]
-        received = group.next_offset[rank]
         if records:
             start = min(start if start is not None else records[0].offset, records[0].offset)
             end = max(end or 0, records[-1].offset + 1)
-        if received is not None and start is not None and start < received:
-            if end is None or end <= received:
+        if start is None or end is None:
+            return  # positions unknown and no records: nothing to fold or to move
+        batch = Fetched(records, ack, start, end)
+        if group.next_offset[rank] is None:
+            group.waiting[rank].append(batch)
+            HELD_INPUTS.inc(len(records))
+            self.evidence.ask()
+            self._bound(group)
+            return
+        self._take(group, rank, batch)
+
+    def _take(self, group: Group, rank: int, batch: Fetched) -> None:
+        received = group.next_offset[rank]
+        assert received is not None
+        records, start, end, ack = batch.records, batch.start, batch.end, batch.ack
+        if start > received:
+            self._refetch(group, rank)
+            return
+        group.refetching.discard(rank)
+        if start < received:
+            if end <= received:
                 return
             records = [r for r in records if r.offset >= received]
             start = received
-        if end is not None:
-            group.next_offset[rank] = max(end, received or 0)
+        group.next_offset[rank] = end
+        partition, topic = group.partition, topics.INPUT_TOPICS[rank]
         if not records:
             ack(start)  # nothing to fold; the commit still waits for the batches before it
             self.drain(partition)
             return
-        batch = Batch(partial(ack, start), len(records))
+        taken = Batch(partial(ack, start), len(records))
         items = []
         size = 0
         for r in records:
@@ -188,12 +231,50 @@ class Engine:
                 group.last_log_ms[rank] = order_ms
                 self._newest_seen_ms = max(self._newest_seen_ms, order_ms)
             msg = Message(topic, partition, r.offset, order_ms if stamped else r.timestamp, r.key, r.value, stamped)
-            items.append((order_ms, r.offset, (msg, batch)))
+            items.append((order_ms, r.offset, (msg, taken)))
             size += len(r.value or b"")
         group.merger.add(rank, items)
         group.queued_bytes[rank] += size
         HELD_INPUTS.inc(len(records))
         self.drain(partition)
+
+    def _refetch(self, group: Group, rank: int) -> None:
+        """Seek the partition back to where it was received (once until the records come again)."""
+        if rank in group.refetching:
+            return
+        group.refetching.add(rank)
+        REFETCHES.inc()
+        tp = TopicPartition(topics.INPUT_TOPICS[rank], group.partition)
+        offset = group.next_offset[rank]
+        assert offset is not None
+        log.warning("records were skipped before the fold; fetching the partition again from %d", offset,
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset})  # fmt: skip
+        task = asyncio.ensure_future(self.seek(tp, offset))
+        self._seeking.add(task)
+        task.add_done_callback(partial(self._sought, group, rank))
+
+    def check_positions(self, positions: Mapping[TopicPartition, int]) -> None:
+        """The consumer's positions, looked at every second or so. A partition the consumer has
+        read past what the engine received, neither having moved since the last look, lost a
+        batch on the way that no later batch reveals (it was its partition's last): fetch it again."""
+        for tp, position in positions.items():
+            group, rank = self.groups.get(tp.partition), RANK.get(tp.topic)
+            if group is None or rank is None:
+                continue
+            now = (group.next_offset[rank], position)
+            received = now[0]
+            if received is not None and position > received and group.looked[rank] == now:
+                group.refetching.discard(rank)  # a seek that did not bring them back is retried
+                self._refetch(group, rank)
+            group.looked[rank] = now
+
+    def _sought(self, group: Group, rank: int, task: asyncio.Future[None]) -> None:
+        self._seeking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Revoked meanwhile (the next owner starts from the commit), or the consumer is
+            # stopping: the next batch that begins past the partition's position asks again.
+            group.refetching.discard(rank)
+            log.warning("seeking an input partition failed", extra={"error": repr(task.exception())[:300]})
 
     def drain(self, partition: int) -> None:
         """Fold whatever the log's order lets out of `partition` now (synchronously)."""
@@ -216,7 +297,9 @@ class Engine:
         while the partition is over: Faust's own flow control resumes partitions when its queue
         drains, ours included."""
         for rank, name in enumerate(topics.INPUT_TOPICS):
-            queued, size = group.merger.queued(rank), group.queued_bytes[rank]
+            waiting = [r for b in group.waiting[rank] for r in b.records]  # for the ms the start is looked up
+            queued = group.merger.queued(rank) + len(waiting)
+            size = group.queued_bytes[rank] + sum(len(r.value or b"") for r in waiting)
             tp = TopicPartition(name, group.partition)
             if queued > MAX_QUEUED or size > MAX_QUEUED_BYTES:
                 group.paused.add(rank)
@@ -303,8 +386,14 @@ class Engine:
     def started_at(self, starts: dict[TopicPartition, int]) -> None:
         for tp, offset in starts.items():
             group = self.groups.get(tp.partition)
-            if group is not None and group.next_offset[RANK[tp.topic]] is None:
-                group.next_offset[RANK[tp.topic]] = offset
+            rank = RANK[tp.topic]
+            if group is not None and group.next_offset[rank] is None:
+                group.next_offset[rank] = offset
+                waiting, group.waiting[rank] = group.waiting[rank], []
+                HELD_INPUTS.dec(sum(len(b.records) for b in waiting))
+                for batch in waiting:
+                    self._take(group, rank, batch)
+                self._bound(group)
 
     def caught_up(self, tps: Iterable[TopicPartition], as_of_ms: int, sent_ms: int) -> None:
         touched = set()

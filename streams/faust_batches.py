@@ -17,7 +17,7 @@ counts, and only for a partition still assigned in the batch's generation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -111,7 +111,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._revoked -= assigned
         await super().on_partitions_assigned(assigned, generation_id)
 
-    def _positions(self) -> dict[TP, int]:
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Faust drops what it fetched while a rebalance or a pause of its flow was under way and
+        seeks back to the committed offsets to fetch it again; aiokafka seeks only where an offset
+        above 0 is committed, so an input partition nobody committed yet would keep its position
+        past the dropped records. Those go back to the log's start, where the group starts them."""
+        committed: Mapping[TP, int] = await self._thread.seek_to_committed()
+        fresh = [tp for tp, offset in committed.items() if tp.topic in self.batched and not offset]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
+        return committed
+
+    def input_positions(self) -> dict[TP, int]:
         """The client's position of every assigned input partition that has one."""
         subscription = self._thread._ensure_consumer()._subscription.subscription
         assignment = subscription.assignment if subscription is not None else None
@@ -128,7 +139,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # The positions read just before the client's getmany and just after it bound what it
         # returned (a seek in between moves them too: `start`/`end` take the wider bound, and the
         # engine takes a batch only from where it has received its partition to).
-        self._fetching = (self.app.consumer_generation_id, self._positions())
+        self._fetching = (self.app.consumer_generation_id, self.input_positions())
         return await super()._getmany(active_partitions, timeout)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
@@ -147,7 +158,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         generation_id, before = self._fetching
         if self.app.consumer_generation_id != generation_id:
             return  # a rebalance during the fetch: Faust seeks back, these come again
-        after = self._positions()
+        after = self.input_positions()
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 return

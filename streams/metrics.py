@@ -27,6 +27,11 @@ DELIVERY_FAILURES = Counter(
     "Records Kafka did not acknowledge (their input is held and they are sent again), by topic and kind",
     ["topic", "kind"],
 )
+REFETCHES = Counter(
+    "auctions_timer_refetches_total",
+    "Input batches that began past where their partition was received (the consumer skipped records):"
+    " the partition is fetched again from there",
+)
 HELD_INPUTS = Gauge("auctions_timer_held_inputs", "Input records buffered until the log's order allows folding them")
 WATERMARK_LAG = Gauge(
     "auctions_timer_watermark_lag_ms",

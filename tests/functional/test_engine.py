@@ -76,6 +76,9 @@ class EndsProbe:
     def __init__(self) -> None:
         self.ends: dict[TopicPartition, int] = {}
         self.unfetched: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}  # where the group starts a partition (else 0)
+        self.starting = asyncio.Event()  # start-offset lookups answer once set
+        self.starting.set()
         self.asked = 0  # end-offset lookups answered
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -83,7 +86,8 @@ class EndsProbe:
         return {tp: self.ends.get(tp, 0) + self.unfetched.get(tp, 0) for tp in tps}
 
     async def start_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: 0 for tp in tps}
+        await self.starting.wait()
+        return {tp: self.committed.get(tp, 0) for tp in tps}
 
 
 class MemoryRaw:
@@ -114,6 +118,10 @@ class Rig:
     fatal: list[BaseException] = field(default_factory=list)
     offsets: dict[TopicPartition, itertools.count[int]] = field(default_factory=dict)
     paused: set[TopicPartition] = field(default_factory=set)
+    sought: list[tuple[TopicPartition, int]] = field(default_factory=list)
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought.append((tp, offset))
 
     def feed(
         self, payload: ev.Payload, log_ms: int, label: str, stamped: bool = True, value: bytes | None = None
@@ -145,7 +153,7 @@ def rig(
     made.engine = Engine(
         processor, states, kafka, probe, CHANGELOG,
         on_changes=made.changes.extend, on_reconcile=lambda _: None, on_fatal=made.fatal.append,
-        pause=made.paused.update, resume=made.paused.difference_update, clock=clock,
+        pause=made.paused.update, resume=made.paused.difference_update, seek=made.seek, clock=clock,
         visibility_margin_ms=visibility_margin_ms,
     )  # fmt: skip
     return made
@@ -352,7 +360,7 @@ async def test_a_partition_ending_in_transaction_markers_does_not_block_its_grou
     r.feed(ev.BidPlaced(a, "b1", "u1", "10", T0 + 59_000), T0 + 59_000, "bid")
     await evidence_asked(r, 20)  # the evidence asks many times meanwhile
     assert len(r.changes) == 1  # the bid waits: the registrations partition is not known caught up
-    r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda _start: r.acked.append("marker"), end=2)
+    r.engine.receive(topics.AUCTION_STARTED, 3, [], lambda _start: r.acked.append("marker"), start=1, end=2)
     assert "marker" in r.acked  # nothing to fold: acknowledged at once (the commit chains it in order)
     await acknowledge_all(r, lambda: "bid" in r.acked)
     assert [c.kind for c in r.changes] == ["registered", "extended"]
@@ -443,6 +451,98 @@ async def test_records_fetched_again_after_the_assignments_seek_are_folded_once(
     assert acks == [("first", 0), ("overlapping", 2)]
     extended = [c.state.version for c in r.changes if c.kind == "extended"]
     assert extended == [2, 3, 4]  # one extension per bid, not five
+
+
+def bid_records(auction_id: str, offsets: range) -> list[Rec]:
+    """Bids of one auction at these offsets of its partition, appended a millisecond apart."""
+    out = []
+    for i in offsets:
+        bid = record(ev.BidPlaced(auction_id, f"b{i}", "u1", "10", T0 + 59_000 + i), time_ms=T0 + 59_000 + i)
+        out.append(Rec(i, T0 + 59_000 + i, bid.key, bid.value))
+    return out
+
+
+async def test_a_batch_beginning_past_where_its_partition_was_received_is_fetched_again() -> None:
+    """Faust drops a fetched batch that a rebalance or its flow control interrupts and seeks back
+    only to a committed offset; the consumer's position is then past records the engine never got
+    (a kill -9 drill lost one bid so, and a handover one registration). Such a batch is not
+    folded: the partition is sought back to where it was received, once, and folded when the
+    records come again."""
+    r = rig()
+    (a,) = ids_on(3, 1)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    bids_tp = TopicPartition(topics.BID_PLACED, 3)
+    r.probe.ends[bids_tp] = 4
+    bids = bid_records(a, range(4))
+    acks: list[tuple[str, int | None]] = []
+    r.engine.receive(topics.BID_PLACED, 3, bids[:1], lambda s: acks.append(("first", s)), start=0, end=1)
+    # offset 1 was fetched and dropped before the engine: the consumer's position was 2
+    r.engine.receive(topics.BID_PLACED, 3, bids[2:3], lambda s: acks.append(("past", s)), start=2, end=3)
+    r.engine.receive(topics.BID_PLACED, 3, bids[3:], lambda s: acks.append(("further", s)), start=3, end=4)
+    await acknowledge_all(r, lambda: len(acks) == 1)
+    await settled()
+    assert acks == [("first", 0)] and r.sought == [(bids_tp, 1)]  # one seek for both
+    assert [c.state.version for c in r.changes if c.kind == "extended"] == [2]
+    r.engine.receive(topics.BID_PLACED, 3, bids[1:], lambda s: acks.append(("again", s)), start=1, end=4)
+    await acknowledge_all(r, lambda: len(acks) == 2)
+    assert acks == [("first", 0), ("again", 1)]
+    ends = [c.state.ends_at_ms for c in r.changes if c.kind == "extended"]
+    assert [c.state.version for c in r.changes if c.kind == "extended"] == [2, 3, 4, 5]
+    assert [e - ends[0] for e in ends] == [0, 1, 2, 3]  # each bid once, in offset order
+
+
+async def test_batches_wait_for_the_partitions_start_and_one_past_it_is_fetched_again() -> None:
+    """A partition nobody committed yet starts at the log's start: a batch that arrives before the
+    engine knows where its group starts waits for the lookup, and one that begins past that
+    start (its first records dropped by Faust) is fetched again from it."""
+    r = rig()
+    (a,) = ids_on(2, 1)
+    started_tp = TopicPartition(topics.AUCTION_STARTED, 2)
+    r.probe.starting.clear()
+    start = record(started(a), time_ms=T0)
+    r.probe.ends[started_tp] = 1
+    r.engine.receive(topics.AUCTION_STARTED, 2, [Rec(0, T0, start.key, start.value)], lambda s: r.acked.append("early"),
+                     start=0, end=1)  # fmt: skip
+    await settled()
+    assert r.changes == [] and r.kafka.calls == []  # the start is not known yet
+    r.probe.starting.set()
+    await acknowledge_all(r, lambda: r.acked == ["early"])
+    assert [c.kind for c in r.changes] == ["registered"] and r.sought == []
+    (b,) = ids_on(1, 1)
+    started_b = TopicPartition(topics.AUCTION_STARTED, 1)
+    later = record(started(b), time_ms=T0 + 1)
+    r.probe.ends[started_b] = 2
+    r.probe.committed[started_b] = 0
+    r.engine.receive(topics.AUCTION_STARTED, 1, [Rec(1, T0 + 1, later.key, later.value)],
+                     lambda s: r.acked.append("past"), start=1, end=2)  # fmt: skip
+    await until(lambda: r.sought == [(started_b, 0)])
+    assert [c.kind for c in r.changes] == ["registered"]  # b's registration is not folded past offset 0
+
+
+async def test_a_partition_the_consumer_read_past_without_handing_it_on_is_fetched_again() -> None:
+    """A dropped batch that was its partition's last is revealed by no later batch: the consumer's
+    position, past what the engine received and still there a look later, says so."""
+    r = rig()
+    (a,) = ids_on(3, 1)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    bids_tp = TopicPartition(topics.BID_PLACED, 3)
+    r.probe.ends[bids_tp] = 3
+    bids = bid_records(a, range(3))
+    r.engine.receive(topics.BID_PLACED, 3, bids[:1], lambda s: r.acked.append("b0"), start=0, end=1)
+    r.engine.check_positions({bids_tp: 2})  # the consumer is at 2; the batch [1] may still be on its way
+    r.engine.receive(topics.BID_PLACED, 3, bids[1:2], lambda s: r.acked.append("b1"), start=1, end=2)
+    r.engine.check_positions({bids_tp: 3})  # it came; now the consumer read 2, which may be on its way
+    r.engine.check_positions({bids_tp: 3})  # a look later, nothing moved: [2] was dropped
+    await settled()
+    assert r.sought == [(bids_tp, 2)]
+    r.engine.check_positions({bids_tp: 3})  # the seek not through yet: asked again, at worst a copy
+    r.engine.receive(topics.BID_PLACED, 3, bids[2:], lambda s: r.acked.append("b2"), start=2, end=3)
+    r.engine.check_positions({bids_tp: 3})
+    r.engine.check_positions({bids_tp: 3})  # caught up: nothing more to fetch
+    await acknowledge_all(r, lambda: r.acked == ["start", "b0", "b1", "b2"])
+    assert r.sought == [(bids_tp, 2), (bids_tp, 2)]
 
 
 async def test_a_partition_with_too_many_records_unacknowledged_folds_nothing_new_until_half_are(

@@ -82,7 +82,7 @@ async def test_a_batch_of_an_input_partition_paused_during_the_fetch_is_handed_o
 
     fake.should_stop, fake.flow_active = False, True
     fake._wait_next_records = wait_next_records
-    fake._positions = lambda: {paused: 102}
+    fake.input_positions = lambda: {paused: 102}
     fake._buffered_partitions = set()
     fake.highwater = lambda tp: 0
     fake.app.monitor = SimpleNamespace(track_tp_end_offset=lambda tp, offset: None)
@@ -92,3 +92,25 @@ async def test_a_batch_of_an_input_partition_paused_during_the_fetch_is_handed_o
 
 def _record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(tp.topic, tp.partition, offset, 0, 1, None, b"x", None, 1, 1, [])
+
+
+async def test_after_a_rebalance_an_input_partition_nobody_committed_goes_back_to_its_start() -> None:
+    """Faust drops batches fetched while its flow is stopped and seeks back to the committed
+    offsets; aiokafka seeks nowhere for a partition without one (a handover lost the first
+    registration of a fresh partition so). The worker's consumer seeks those to the log's start."""
+    bids1, bids2, changelog = TP(topics.BID_PLACED, 1), TP(topics.BID_PLACED, 2), TP("timers-changelog", 0)
+    sought: list[tuple[TP, ...]] = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {TP0: 5, bids1: None, bids2: 0, changelog: None}
+
+    async def seek_to_beginning(*tps: TP) -> None:
+        sought.append(tps)
+
+    fake = SimpleNamespace(
+        batched=frozenset(topics.INPUT_TOPICS),
+        _thread=SimpleNamespace(seek_to_committed=seek_to_committed, seek_to_beginning=seek_to_beginning),
+    )
+    committed = await BatchConsumer.seek_to_committed(fake)  # type: ignore[arg-type]
+    assert committed == {TP0: 5, bids1: None, bids2: 0, changelog: None}  # what Faust records, unchanged
+    assert sought == [(bids1, bids2)]  # not the changelog: Faust's recovery reads that itself
