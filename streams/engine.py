@@ -48,6 +48,7 @@ MAX_QUEUED_BYTES = 32 * 1024 * 1024
 # Inputs folded in one round (one delivery of their outputs) at most: a backlog released at once
 # is folded round after round, each counted against the pipeline's bound on unacknowledged records.
 MAX_ROUND_INPUTS = 1_000
+STUCK_LOOKS = 2  # looks in a row (after the first) a partition's positions stand still before a refetch
 
 
 class Record(Protocol):
@@ -79,7 +80,10 @@ class Group:
     # Batches that came before the partition's start was known, and the ranks being fetched again.
     waiting: list[list[Fetched]] = field(default_factory=lambda: [[] for _ in topics.INPUT_TOPICS])
     refetching: set[int] = field(default_factory=set)
-    looked: list[tuple[int | None, int]] = field(default_factory=lambda: [(None, -1)] * len(topics.INPUT_TOPICS))
+    # (next offset, consumer position) at the last look, and how many looks in a row it stood there
+    looked: list[tuple[tuple[int | None, int], int]] = field(
+        default_factory=lambda: [((None, -1), 0)] * len(topics.INPUT_TOPICS)
+    )
     last_log_ms: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
     queued_bytes: list[int] = field(default_factory=lambda: [0] * len(topics.INPUT_TOPICS))
     released: tuple[int, int, int] = (0, 0, 0)  # (log time, rank, offset) of the latest record folded
@@ -255,25 +259,29 @@ class Engine:
 
     def check_positions(self, positions: Mapping[TopicPartition, int]) -> None:
         """The consumer's positions, looked at every second or so. A partition the consumer has
-        read past what the engine received, neither having moved since the last look, lost a
-        batch on the way that no later batch reveals (it was its partition's last): fetch it again."""
+        read past what the engine received, neither having moved for STUCK_LOOKS looks, lost a
+        batch on the way that no later batch reveals (it was its partition's last): fetch it
+        again. (A batch only queued behind a busy fold that long costs a needless refetch.)"""
         for tp, position in positions.items():
             group, rank = self.groups.get(tp.partition), RANK.get(tp.topic)
             if group is None or rank is None:
                 continue
             now = (group.next_offset[rank], position)
             received = now[0]
-            if received is not None and position > received and group.looked[rank] == now:
-                group.refetching.discard(rank)  # a seek that did not bring them back is retried
+            still = group.looked[rank][0] == now
+            looks = group.looked[rank][1] + 1 if still else 0
+            if received is not None and position > received and looks >= STUCK_LOOKS:
                 self._refetch(group, rank)
-            group.looked[rank] = now
+                looks = 0
+            group.looked[rank] = (now, looks)
 
     def _sought(self, group: Group, rank: int, task: asyncio.Future[None]) -> None:
+        # Done: a batch that begins past the partition's position from now on asks again (one
+        # fetched before the seek may still come; it costs a seek more, never a record).
         self._seeking.discard(task)
+        group.refetching.discard(rank)
         if not task.cancelled() and task.exception() is not None:
-            # Revoked meanwhile (the next owner starts from the commit), or the consumer is
-            # stopping: the next batch that begins past the partition's position asks again.
-            group.refetching.discard(rank)
+            # Revoked meanwhile (the next owner starts from the commit), or the consumer is stopping.
             log.warning("seeking an input partition failed", extra={"error": repr(task.exception())[:300]})
 
     def drain(self, partition: int) -> None:

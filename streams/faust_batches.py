@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import IllegalStateError, KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -119,12 +120,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
         committed: Mapping[TP, int] = await self._thread.seek_to_committed()
         fresh = [tp for tp, offset in committed.items() if tp.topic in self.batched and not offset]
         if fresh:
-            await self._thread.seek_to_beginning(*fresh)
+            try:
+                await self._thread.seek_to_beginning(*fresh)
+            except (IllegalStateError, KafkaError) as exc:  # revoked meanwhile: the next owner starts them
+                self.log.warning(f"seeking uncommitted input partitions to their start failed: {exc!r}")
         return committed
 
     def input_positions(self) -> dict[TP, int]:
         """The client's position of every assigned input partition that has one."""
-        subscription = self._thread._ensure_consumer()._subscription.subscription
+        client = getattr(getattr(self, "_thread", None), "_consumer", None)
+        if client is None:
+            return {}  # not started yet
+        subscription = client._subscription.subscription
         assignment = subscription.assignment if subscription is not None else None
         if assignment is None:
             return {}
@@ -174,6 +181,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if batched:
                 start = min(before.get(tp, batch[0].offset), batch[0].offset)
                 end = max(after.get(tp, 0), batch[-1].offset + 1)
+                self._hand_on(tp)
                 yield tp, BatchMessage(tp, batch, generation_id, start, end)
             else:
                 for record in batch:
@@ -181,7 +189,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp, end in after.items():  # positions moved over transaction markers only
             start = before.get(tp)
             if tp not in records and start is not None and end > start and self.flow_active:
+                self._hand_on(tp)
                 yield tp, BatchMessage(tp, [], generation_id, start, end)
+
+    def _hand_on(self, tp: TP) -> None:
+        # Faust drops a message whose offset is below the last it read of its partition. After a
+        # seek back (the engine's refetch) a batch fetched before it may pass first and raise that
+        # mark again, and the records fetched anew would be dropped. The engine leaves out what it
+        # received already, so an input's batch is always handed on.
+        self._read_offset.pop(tp, None)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Faust sees a gap between consecutive batches (a message's offset is its batch's last

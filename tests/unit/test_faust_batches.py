@@ -5,6 +5,7 @@ acknowledged, or acknowledged for an assignment that is over, never lets it move
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -86,8 +87,12 @@ async def test_a_batch_of_an_input_partition_paused_during_the_fetch_is_handed_o
     fake._buffered_partitions = set()
     fake.highwater = lambda tp: 0
     fake.app.monitor = SimpleNamespace(track_tp_end_offset=lambda tp, offset: None)
+    fake._read_offset = defaultdict(lambda: None, {paused: 500})  # a batch fetched before a seek back passed
+    fake._hand_on = partial(BatchConsumer._hand_on, fake)
     handed = [(tp, message) async for tp, message in BatchConsumer.getmany(fake, 1.0)]
     assert [(tp, m.start, m.end, [r.offset for r in m.records]) for tp, m in handed] == [(paused, 100, 102, [100, 101])]
+    # Faust drops a message below the last offset it read; the engine leaves out copies itself
+    assert fake._read_offset[paused] is None
 
 
 def _record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
