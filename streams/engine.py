@@ -243,7 +243,7 @@ class Engine:
         self.drain(partition)
 
     def _refetch(self, group: Group, rank: int) -> None:
-        """Seek the partition back to where it was received (once until the records come again)."""
+        """Seek the partition back to where it was received (not again while that seek is under way)."""
         if rank in group.refetching:
             return
         group.refetching.add(rank)

@@ -64,15 +64,62 @@ def acknowledge(event: Any, start: int | None) -> None:
     event.ack()
 
 
+def client_positions(client: Any) -> dict[TP, int]:
+    """aiokafka's position of every assigned partition that has one."""
+    subscription = client._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    if assignment is None:
+        return {}
+    out = {}
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            out[TP(tp.topic, tp.partition)] = state.position
+    return out
+
+
 class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
-    """The worker's Kafka consumer reads committed records only (`read_committed`): an upstream
-    service writing in transactions may abort some, and what it aborted is not in the log the
-    worker folds (nor in what replay reads). Without transactions, nothing changes."""
+    """The worker's Kafka client, on its own thread and event loop.
+
+    It reads committed records only (`read_committed`): an upstream service writing in
+    transactions may abort some, and what it aborted is not in the log the worker folds (nor in
+    what replay reads). Without transactions, nothing changes.
+
+    It notes the positions before and after each fetch (`positions`) on the thread where fetches
+    and seeks run, so a seek can land only while the fetch waits, and what the fetch returns was
+    fetched after it: the engine's refetch seeks (`seek_wait`) are counted, and a fetch that one
+    landed in starts where it sought, not where the position stood when the fetch began."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.positions: tuple[dict[TP, int], dict[TP, int]] = ({}, {})
+        self._refetches: dict[TP, tuple[int, int]] = {}  # per partition: seeks so far, the last offset
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = "read_committed"  # read by start(), when it makes its fetcher
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Mapping[TP, list[Any]]:
+        seeks = dict(self._refetches)
+        before = client_positions(consumer)
+        records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        for tp, (count, offset) in self._refetches.items():
+            if seeks.get(tp, (0, 0))[0] != count:
+                before[tp] = offset  # it landed while the fetch waited: what came of tp came from there
+        self.positions = (before, client_positions(consumer))
+        return records
+
+    async def _seek_wait(self, consumer: Any, partitions: Mapping[TP, int]) -> None:
+        for tp, offset in partitions.items():  # counted in the same step as the seek itself
+            self._refetches[tp] = (self._refetches.get(tp, (0, 0))[0] + 1, offset)
+        await super()._seek_wait(consumer, partitions)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -91,8 +138,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__post_init__()
         self._batches: dict[TP, dict[int, int]] = {}  # per partition: acknowledged start -> end
         self._revoked: set[TP] = set()  # since the latest assignment
-        # The generation and the positions when the current fetch began (see _getmany).
-        self._fetching: tuple[int, dict[TP, int]] | None = None
+        self._fetching: int | None = None  # the generation when the current fetch began (see _getmany)
 
     def batch_acked(self, message: BatchMessage) -> bool:
         """Record an acknowledged batch; False for one of an earlier assignment."""
@@ -127,26 +173,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return committed
 
     def input_positions(self) -> dict[TP, int]:
-        """The client's position of every assigned input partition that has one."""
+        """The client's position of every assigned input partition that has one (read from this
+        thread: for the engine's look at partitions that stand still, not for a batch's bounds)."""
         client = getattr(getattr(self, "_thread", None), "_consumer", None)
         if client is None:
             return {}  # not started yet
-        subscription = client._subscription.subscription
-        assignment = subscription.assignment if subscription is not None else None
-        if assignment is None:
-            return {}
-        out = {}
-        for tp in assignment.tps:
-            state = assignment.state_value(tp)
-            if tp.topic in self.batched and state is not None and state.has_valid_position:
-                out[TP(tp.topic, tp.partition)] = state.position
-        return out
+        return {tp: p for tp, p in client_positions(client).items() if tp.topic in self.batched}
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
-        # The positions read just before the client's getmany and just after it bound what it
-        # returned (a seek in between moves them too: `start`/`end` take the wider bound, and the
-        # engine takes a batch only from where it has received its partition to).
-        self._fetching = (self.app.consumer_generation_id, self.input_positions())
+        self._fetching = self.app.consumer_generation_id
         return await super()._getmany(active_partitions, timeout)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
@@ -162,10 +197,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return
         if self._fetching is None:
             return  # nothing was fetched (no active partition)
-        generation_id, before = self._fetching
+        generation_id = self._fetching
         if self.app.consumer_generation_id != generation_id:
             return  # a rebalance during the fetch: Faust seeks back, these come again
-        after = self.input_positions()
+        # The positions before and after the fetch bound what it returned (a seek of Faust's in
+        # between moves them back: `start` takes the lower bound; the engine takes a batch only
+        # from where it has received its partition to).
+        before, after = self._thread.positions
+        after = {tp: p for tp, p in after.items() if tp.topic in self.batched}
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 return

@@ -48,14 +48,13 @@ class KafkaLogProbe:
         return ends
 
     async def start_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The group's committed offset, or the log start where it has none (auto reset earliest)."""
+        """The group's committed offset, or the log start where it has none or retention removed
+        it (the client resets to the earliest record there: no batch could begin before it)."""
         consumer, admin = await self._clients()
         committed = await admin.list_consumer_group_offsets(self.group_id, partitions=list(tps))
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(list(tps))
         out = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
-        missing = [tp for tp in tps if tp not in out]
-        if missing:
-            out.update(await consumer.beginning_offsets(missing))
-        return out
+        return {tp: max(out.get(tp, 0), start) for tp, start in starts.items()}
 
     async def close(self) -> None:
         if self._consumer is not None:
