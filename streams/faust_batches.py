@@ -107,6 +107,8 @@ class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
         timeout: float | None = None,
         max_records: int | None = None,
     ) -> Mapping[TP, list[Any]]:
+        # Faust's drain loop fetches one batch of records at a time, so `positions` belong to the
+        # fetch whose records getmany hands on (a fetch cancelled midway would break that).
         seeks = dict(self._refetches)
         before = client_positions(consumer)
         records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)

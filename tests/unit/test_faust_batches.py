@@ -152,7 +152,8 @@ async def test_a_fetch_that_a_refetch_seek_landed_in_starts_where_the_seek_went(
         return {TP0: [_record(TP0, 102), _record(TP0, 103)]}
 
     async def seek_wait(self: Any, consumer: Any, partitions: Any) -> None:
-        client.positions.update(partitions)
+        client.positions.update(partitions)  # Faust's seeks at once, then waits for the position
+        await asyncio.sleep(0)
 
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetch)
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_seek_wait", seek_wait)
