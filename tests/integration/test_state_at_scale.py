@@ -84,7 +84,10 @@ async def test_a_standby_takes_over_a_stopped_workers_partitions_warm(stack: Sta
         highwater, starts = recoveries(first.log_path)[-1]  # now all eight partitions are its
         read, total = records_read(highwater, starts), sum(h + 1 for h in highwater.values())
         print(f"takeover read {read} of {total} changelog records")
-        assert total >= 4_000 and read <= 200  # warm: the standby copy was up to date
+        # Cold, it would read every record of the partitions it took over (about half of `total`);
+        # warm, only what its standby copy had not read yet when the other worker stopped (that
+        # lag was 300 records once, on a loaded machine).
+        assert total >= 4_000 and read <= total // 4
         await eventually(partial(_all_completed, watch, set(due)), 90, "the due auctions completed")
         assert all(n == 1 for n in completions(watch).values())
         assert {partition_for(a.encode(), 8) for a in due} >= {0, 1}  # both workers' partitions were involved
