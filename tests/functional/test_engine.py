@@ -377,7 +377,7 @@ async def test_a_revoked_partition_acknowledges_nothing_and_writes_nothing_after
     r.feed(started(b), T0 + 1, "b")
     await until(lambda: len(r.kafka.calls) == 3)  # b's outputs in flight
     revoking = asyncio.ensure_future(r.engine.revoke([0, 1]))
-    await asyncio.sleep(0)
+    await until(lambda: not r.engine.groups)  # the revocation began: the groups are dropped first
     r.kafka.calls[2].ack()  # b's outputs land within the revocation's wait: no changelog write follows
     await settled()
     r.kafka.calls[1].ack()  # a's changelog write lands within the wait: it is not acknowledged
@@ -462,19 +462,25 @@ def bid_records(auction_id: str, offsets: range) -> list[Rec]:
     return out
 
 
+async def registered_with_bids(count: int) -> tuple[Rig, TopicPartition, list[Rec]]:
+    """A rig with one auction registered on partition 3, and `count` of its bids in Kafka, none
+    received yet (the test hands them to the engine as it likes)."""
+    r = rig()
+    (a,) = ids_on(3, 1)
+    r.feed(started(a), T0, "start")
+    await acknowledge_all(r, lambda: r.acked == ["start"])
+    bids_tp = TopicPartition(topics.BID_PLACED, 3)
+    r.probe.ends[bids_tp] = count
+    return r, bids_tp, bid_records(a, range(count))
+
+
 async def test_a_batch_beginning_past_where_its_partition_was_received_is_fetched_again() -> None:
     """Faust drops a fetched batch that a rebalance or its flow control interrupts and seeks back
     only to a committed offset; the consumer's position is then past records the engine never got
     (a kill -9 drill lost one bid so, and a handover one registration). Such a batch is not
     folded: the partition is sought back to where it was received, once, and folded when the
     records come again."""
-    r = rig()
-    (a,) = ids_on(3, 1)
-    r.feed(started(a), T0, "start")
-    await acknowledge_all(r, lambda: r.acked == ["start"])
-    bids_tp = TopicPartition(topics.BID_PLACED, 3)
-    r.probe.ends[bids_tp] = 4
-    bids = bid_records(a, range(4))
+    r, bids_tp, bids = await registered_with_bids(4)
     acks: list[tuple[str, int | None]] = []
     r.engine.receive(topics.BID_PLACED, 3, bids[:1], lambda s: acks.append(("first", s)), start=0, end=1)
     # offset 1 was fetched and dropped before the engine: the consumer's position was 2
@@ -528,13 +534,7 @@ async def test_batches_wait_for_the_partitions_start_and_one_past_it_is_fetched_
 async def test_a_partition_the_consumer_read_past_without_handing_it_on_is_fetched_again() -> None:
     """A dropped batch that was its partition's last is revealed by no later batch: the consumer's
     position, past what the engine received and still there a look later, says so."""
-    r = rig()
-    (a,) = ids_on(3, 1)
-    r.feed(started(a), T0, "start")
-    await acknowledge_all(r, lambda: r.acked == ["start"])
-    bids_tp = TopicPartition(topics.BID_PLACED, 3)
-    r.probe.ends[bids_tp] = 3
-    bids = bid_records(a, range(3))
+    r, bids_tp, bids = await registered_with_bids(3)
     r.engine.receive(topics.BID_PLACED, 3, bids[:1], lambda s: r.acked.append("b0"), start=0, end=1)
     r.engine.check_positions({bids_tp: 2})  # the consumer is at 2; the batch [1] may still be on its way
     r.engine.check_positions({bids_tp: 2})

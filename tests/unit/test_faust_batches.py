@@ -145,24 +145,29 @@ async def test_a_fetch_that_a_refetch_seek_landed_in_starts_where_the_seek_went(
     position before the fetch (150) or the first record (102) would look like a hole again, and
     the engine would seek forever."""
     client = Positions({TP0: 150})
+    waiting, landed, resumed = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def fetch(self: Any, consumer: Any, active: Any, timeout: Any = None, max_records: Any = None) -> Any:
-        await asyncio.sleep(0)  # waiting for records: the seek lands now
+        waiting.set()
+        await landed.wait()  # waiting for records: the seek lands now
+        resumed.set()
         client.positions[TP0] = 104
         return {TP0: [_record(TP0, 102), _record(TP0, 103)]}
 
     async def seek_wait(self: Any, consumer: Any, partitions: Any) -> None:
-        client.positions.update(partitions)  # Faust's seeks at once, then waits for the position
-        await asyncio.sleep(0)
+        client.positions.update(partitions)  # Faust's seeks at once, then waits for the position,
+        landed.set()
+        await resumed.wait()  # and the fetch goes on meanwhile
 
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetch)
     monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_seek_wait", seek_wait)
     thread = CommittedReads.__new__(CommittedReads)
     thread.positions, thread._refetches = ({}, {}), {}
     fetching = asyncio.ensure_future(thread._fetch_records(client, {TP0}))
-    await asyncio.sleep(0)
-    await thread._seek_wait(client, {TP0: 100})
-    await fetching
+    await asyncio.wait_for(waiting.wait(), 5)
+    await asyncio.wait_for(thread._seek_wait(client, {TP0: 100}), 5)
+    await asyncio.wait_for(fetching, 5)
     assert thread.positions == ({TP0: 100}, {TP0: 104})
-    await thread._fetch_records(client, {TP0})  # no seek during this one: the position before it
+    landed.set()
+    await asyncio.wait_for(thread._fetch_records(client, {TP0}), 5)  # no seek during it: the position before it
     assert thread.positions == ({TP0: 104}, {TP0: 104})
