@@ -26,6 +26,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from streams.static_leave import leave_when_closing
+
 
 class BatchMessage(ConsumerMessage):
     """One fetched batch of one partition, maybe without records (markers only): the consumer's
@@ -117,6 +119,13 @@ class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
                 before[tp] = offset  # it landed while the fetch waited: what came of tp came from there
         self.positions = (before, client_positions(consumer))
         return records
+
+    async def on_thread_stop(self) -> None:
+        # A stop on purpose hands the partitions on at once (see streams/static_leave.py).
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            leave_when_closing(coordinator)
+        await super().on_thread_stop()
 
     async def _seek_wait(self, consumer: Any, partitions: Mapping[TP, int]) -> None:
         for tp, offset in partitions.items():  # counted in the same step as the seek itself
