@@ -120,12 +120,12 @@ class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
         self.positions = (before, client_positions(consumer))
         return records
 
-    async def on_thread_stop(self) -> None:
-        # A stop on purpose hands the partitions on at once (see streams/static_leave.py).
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        if coordinator is not None:
-            leave_when_closing(coordinator)
-        await super().on_thread_stop()
+    async def on_start(self) -> None:
+        await super().on_start()
+        # A stop on purpose hands the partitions on at once (see streams/static_leave.py). Installed
+        # at start: Faust closes the client on other paths too (a rebalance while stopping).
+        assert self._consumer is not None  # made by super().on_start()
+        leave_when_closing(self._consumer._coordinator)
 
     async def _seek_wait(self, consumer: Any, partitions: Mapping[TP, int]) -> None:
         for tp, offset in partitions.items():  # counted in the same step as the seek itself

@@ -11,6 +11,7 @@ rebalances at once, as Kafka Streams' `close(leaveGroup=true)` and the admin cli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 
 log = logging.getLogger("auction_timer.static_leave")
+LEAVE_TIMEOUT_S = 5.0  # a stop does not hang on a coordinator that does not answer
 _MEMBER = (("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))  # the id may be null
 
 
@@ -56,24 +58,25 @@ class StaticLeave(Request[LeaveGroupRequest_v3]):  # type: ignore[misc]
 
 def leave_when_closing(coordinator: Any) -> None:
     """Make `coordinator` (aiokafka's GroupCoordinator) leave by instance id when it closes: its
-    close stops the heartbeat, then calls `_maybe_leave_group`, which skips static members."""
-    instance_id = coordinator._group_instance_id
+    close stops the heartbeat, then calls `_maybe_leave_group`, which skips static members. (It
+    calls it also when a poll interval was exceeded, where a static member stays: only a close
+    leaves.)"""
+    instance_id = getattr(coordinator, "_group_instance_id", None)  # a group-less client has none
     if instance_id is None:
         return  # a dynamic member: aiokafka leaves by itself
     skipped = coordinator._maybe_leave_group
 
     async def leave() -> None:
-        if coordinator.generation > 0:
+        if coordinator._closing.done() and coordinator.generation > 0:
+            request = StaticLeave(coordinator.group_id, coordinator.member_id, instance_id)
             try:
-                response = await coordinator._send_req(
-                    StaticLeave(coordinator.group_id, coordinator.member_id, instance_id)
-                )
+                response = await asyncio.wait_for(coordinator._send_req(request), LEAVE_TIMEOUT_S)
                 codes = [response.error_code, *(member[2] for member in response.members)]
                 failed = next((code for code in codes if code), 0)
                 if failed:
                     raise for_code(failed)()
                 log.info("left the consumer group", extra={"instance_id": instance_id})
-            except KafkaError as exc:
+            except (KafkaError, TimeoutError, NotImplementedError) as exc:  # the last: a broker without v3
                 # Best effort, as aiokafka's own leave: the session timeout hands the partitions on.
                 log.warning("could not leave the consumer group", extra={"error": repr(exc)[:300]})
         await skipped()

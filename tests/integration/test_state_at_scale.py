@@ -85,6 +85,7 @@ async def test_a_standby_takes_over_a_stopped_workers_partitions_warm(stack: Sta
         # It left as it stopped: a static member that did not would keep its partitions, unfolded,
         # for the session timeout (10 s), and be listed until then.
         assert not await _listed(stack.kafka.bootstrap, "static-2")
+        assert "left the consumer group" in second.log_path.read_text()  # not the session timing out
         await eventually(partial(_recovered_again, first, takeovers_before), 60, "the takeover's recovery")
         highwater, starts = recoveries(first.log_path)[-1]  # now all eight partitions are its
         read, total = records_read(highwater, starts), sum(h + 1 for h in highwater.values())
