@@ -44,9 +44,6 @@ from streams.states import StateCache
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
-# How long a record on a replicated input topic may take to become visible after its leader
-# stamped it (streams/evidence.py): a CI run with three brokers on two loaded cores saw 16 ms.
-VISIBILITY_MARGIN_MS = 100
 STREAM_BUFFER_BATCHES = 32  # fetched batches queued for the agent, at most (see build_worker_app)
 # Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
 # worker holding a million states within its memory budget; the OS page cache does the rest.
@@ -171,7 +168,6 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         pause=lambda tps: app.consumer.pause_partitions(consumer_tps(tps)),
         resume=lambda tps: app.consumer.resume_partitions(consumer_tps(tps)),
         seek=lambda tp, offset: app.consumer.seek_wait({TP(tp.topic, tp.partition): offset}),
-        visibility_margin_ms=VISIBILITY_MARGIN_MS if replication > 1 else 0,
     )  # fmt: skip
 
     @app.agent(channel, concurrency=1)

@@ -59,7 +59,8 @@ def state_rows(storm: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, 
         loaded, ready = scale["while_loaded"], scale["restart_to_ready_s"]
         out.append((f"One worker, {scale['live_auctions']:,} live + {scale['ended_auctions']:,} ended auctions",
                     "RSS ≤ 1.5 GiB; ready ≤ 15 s after kill -9; standby ≤ 5 s",
-                    f"RSS {scale['worker_rss_mib']:,} MiB ({scale['rss_bytes_per_auction']} B/auction; "
+                    f"RSS {scale['worker_rss_mib']:,} MiB loaded, peak {scale['worker_peak_rss_while_loading_mib']:,} "
+                    f"MiB while loading ({scale['rss_bytes_per_auction']} B/auction; "
                     f"RocksDB {scale['rocksdb_bytes_per_auction']} B/auction on disk); ready after kill -9 "
                     f"{ready['rocksdb']} s (memory store {ready['memory']} s); "
                     f"standby takeover {scale['standby_takeover_s']} s"))  # fmt: skip

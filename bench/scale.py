@@ -53,6 +53,18 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+class PeakRss:
+    """The worker's highest RSS, sampled every second while it loads."""
+
+    def __init__(self, proc: ServerProcess) -> None:
+        self.proc, self.peak = proc, 0
+
+    async def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes(self.proc))
+            await asyncio.sleep(1)
+
+
 async def produce(bootstrap: str, payloads: Sequence[ev.Payload]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
@@ -156,6 +168,8 @@ async def measure(s: Stack) -> dict[str, object]:
     await ensure_topics(TopicPlan(bootstrap, 8, 0, APP_ID))  # before the worker: the input waits for it
     port = free_port()
     worker = s.start_worker("w1", AUCTION_TIMER_WORKER_ID="scale-1", AUCTION_TIMER_WORKER_METRICS_PORT=str(port))
+    peak = PeakRss(worker)
+    sampling = asyncio.create_task(peak.run())
     now = wall_ms()
     t0 = time.monotonic()
     ended = [ev.AuctionStarted(f"ended-{i}", now - 7_200_000, now - 3_600_000, POLICY, "m") for i in range(ENDED)]
@@ -164,6 +178,7 @@ async def measure(s: Stack) -> dict[str, object]:
     await until(lambda: _completed_at_least(port, ENDED), 1_800, "the ended auctions completed")
     await until(lambda: committed_to_end(bootstrap), 600, "everything committed")
     load_s = time.monotonic() - t0
+    sampling.cancel()
     rss = rss_bytes(worker)
     disk = du(s.workdir / "w1")
     live_state = timer("live-x", 7_200_000)
@@ -196,6 +211,7 @@ async def measure(s: Stack) -> dict[str, object]:
         "ended_auctions": ENDED,
         "load_s": round(load_s, 1),
         "worker_rss_mib": round(rss / 2**20),
+        "worker_peak_rss_while_loading_mib": round(peak.peak / 2**20),
         "rss_bytes_per_auction": round(rss / (LIVE + ENDED)),
         "rocksdb_bytes_per_auction": round(disk / (LIVE + ENDED)),
         "encoded_state_bytes": {"live": len(encode_state(live_state)), "ended": len(encode_state(ended_state))},

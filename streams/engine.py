@@ -107,7 +107,6 @@ class Engine:
         resume: Callable[[list[TopicPartition]], None],
         seek: Callable[[TopicPartition, int], Awaitable[None]],
         clock: Clock = wall_ms,
-        visibility_margin_ms: int = 0,
     ) -> None:
         self.processor = processor
         self.states = states
@@ -121,7 +120,7 @@ class Engine:
         self.seek = seek
         self.clock = clock
         self.groups: dict[int, Group] = {}
-        self.evidence = Evidence(probe, self, clock, visibility_margin_ms)
+        self.evidence = Evidence(probe, self, clock)
         self._newest_seen_ms = 0
         self._bids_wanted = False
         self._seeking: set[asyncio.Future[None]] = set()

@@ -2,16 +2,15 @@
 
 A partition with nothing buffered blocks the records after it until the worker knows it holds
 nothing appended before them. One lookup (ListOffsets, at most every ASK_INTERVAL_S) answers
-for every blocked partition at once: a partition whose next offset to read is its end holds
-nothing unseen that the log took before the lookup. The record that blocks was received
-before the lookup was sent, so the broker served the lookup after stamping it; `as_of` takes
-the older of the worker's clock at sending and the newest broker time received, so a worker
-clock running ahead cannot release a record early. The brokers' clocks must agree (NTP).
-
-On a replicated topic a record is stamped when its leader appends it but is visible (below the
-high watermark) only once enough followers have it, a replication round trip later: a lookup
-vouches for the partition only up to `margin_ms` before it was sent. A record that takes longer
-to become visible is folded late (the engine logs it), and replay may order it otherwise.
+for every blocked partition at once: a partition whose next offset to read is its leader's log
+end holds nothing unseen that the log took before the lookup, whether its followers have it yet
+or not (streams/log_probe.py: not the high watermark, which lags the log end while followers
+copy, and longer while one has stopped). The record that blocks was
+received before the lookup was sent, so the broker served the lookup after stamping it; `as_of`
+takes the older of the worker's clock at sending and the newest broker time received, so a
+worker clock running ahead cannot release a record early. The brokers' clocks must agree (NTP).
+A broker stamps a record a moment before its log end moves past it (the append in between: a
+segment roll, a stall), so a lookup vouches only up to APPEND_MARGIN_MS before it was sent.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from streams.clock import Clock
 
 log = logging.getLogger("auction_timer.evidence")
 ASK_INTERVAL_S = 0.005
+APPEND_MARGIN_MS = 5
 RETRY_S = 0.5
 
 
@@ -54,11 +54,10 @@ class Partitions(Protocol):
 
 
 class Evidence:
-    def __init__(self, probe: LogProbe, partitions: Partitions, clock: Clock, margin_ms: int = 0) -> None:
+    def __init__(self, probe: LogProbe, partitions: Partitions, clock: Clock) -> None:
         self.probe = probe
         self.partitions = partitions
         self.clock = clock
-        self.margin_ms = margin_ms
         self._asking: asyncio.Task[None] | None = None
 
     def ask(self) -> None:
@@ -89,7 +88,7 @@ class Evidence:
                 # Not `newest - 1`: then a lone record would wait for a newer one forever. (With the
                 # worker's clock ahead of the brokers', a record appended in the very millisecond of
                 # the newest one seen, after the lookup, could sort before it: clocks must agree.)
-                self.partitions.caught_up(caught, min(sent_ms - 1 - self.margin_ms, newest), sent_ms)
+                self.partitions.caught_up(caught, min(sent_ms - 1 - APPEND_MARGIN_MS, newest), sent_ms)
                 await asyncio.sleep(ASK_INTERVAL_S)
         finally:
             self._asking = None

@@ -26,6 +26,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from streams.static_leave import leave_when_closing
+
 
 class BatchMessage(ConsumerMessage):
     """One fetched batch of one partition, maybe without records (markers only): the consumer's
@@ -117,6 +119,13 @@ class CommittedReads(faust_aiokafka.AIOKafkaConsumerThread):
                 before[tp] = offset  # it landed while the fetch waited: what came of tp came from there
         self.positions = (before, client_positions(consumer))
         return records
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # A stop on purpose hands the partitions on at once (see streams/static_leave.py). Installed
+        # at start: Faust closes the client on other paths too (a rebalance while stopping).
+        assert self._consumer is not None  # made by super().on_start()
+        leave_when_closing(self._consumer._coordinator)
 
     async def _seek_wait(self, consumer: Any, partitions: Mapping[TP, int]) -> None:
         for tp, offset in partitions.items():  # counted in the same step as the seek itself

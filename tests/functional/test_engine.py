@@ -19,6 +19,7 @@ from streams import engine, pipeline, topics
 from streams import events as ev
 from streams.delivery import Outgoing
 from streams.engine import Engine
+from streams.evidence import APPEND_MARGIN_MS
 from streams.message import LOG_APPEND_TIME, Message
 from streams.processor import TimerProcessor, partition_for
 from streams.replay import reprocess
@@ -140,7 +141,6 @@ class Rig:
 def rig(
     processor_hook: Callable[[TimerProcessor], None] = lambda p: None,
     clock: Callable[[], int] = lambda: NOW,
-    visibility_margin_ms: int = 0,
 ) -> Rig:
     kafka, probe, raw = FakeKafka(), EndsProbe(), MemoryRaw()
     processor = TimerProcessor(
@@ -154,7 +154,6 @@ def rig(
         processor, states, kafka, probe, CHANGELOG,
         on_changes=made.changes.extend, on_reconcile=lambda _: None, on_fatal=made.fatal.append,
         pause=made.paused.update, resume=made.paused.difference_update, seek=made.seek, clock=clock,
-        visibility_margin_ms=visibility_margin_ms,
     )  # fmt: skip
     return made
 
@@ -590,17 +589,17 @@ async def test_a_backlog_released_at_once_is_folded_in_rounds_of_bounded_size(mo
     await acknowledge_all(r, lambda: r.acked == auctions)
 
 
-async def test_on_a_replicated_topic_a_lookup_vouches_only_up_to_the_margin_before_it_was_sent() -> None:
-    """A record its leader stamped before a lookup may become visible only after it (followers
-    first): an idle partition counts as caught up only up to the margin before the lookup."""
-    now = [T0 + 60_050]
-    r = rig(clock=lambda: now[0], visibility_margin_ms=100)
+async def test_a_lookup_vouches_only_up_to_the_append_margin_before_it_was_sent() -> None:
+    """A broker stamps a record a moment before its log end moves past it: an idle partition
+    counts as caught up only up to APPEND_MARGIN_MS before the lookup."""
+    now = [T0 + 60_000 + APPEND_MARGIN_MS]
+    r = rig(clock=lambda: now[0])
     (a,) = ids_on(2, 1)
     r.feed(started(a), T0, "start")
     await acknowledge_all(r, lambda: r.acked == ["start"])
     r.feed(ev.ExpireTimer(a, 1, T0 + 60_000), T0 + 60_000, "expire")  # the bids partition is idle
     await evidence_asked(r, 20)  # the evidence asks many times meanwhile
-    assert [c.kind for c in r.changes] == ["registered"]  # 50 ms after the command: not yet vouched for
-    now[0] = T0 + 60_101
+    assert [c.kind for c in r.changes] == ["registered"]  # within the margin: not yet vouched for
+    now[0] = T0 + 60_001 + APPEND_MARGIN_MS
     await acknowledge_all(r, lambda: r.acked == ["start", "expire"])
     assert [c.kind for c in r.changes] == ["registered", "completed"]

@@ -17,7 +17,7 @@ from streams import scheduler, topics
 from streams.processor import partition_for
 from tests.support.committed import committed_to_end
 from tests.support.events import now_ms, record
-from tests.support.kafka import TopicWatcher, kafka_io, stable_members
+from tests.support.kafka import TopicWatcher, kafka_io, member_ids, stable_members
 from tests.support.recovery_log import records_read, recoveries
 from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
@@ -68,8 +68,9 @@ async def test_a_restarted_worker_reads_only_the_changelog_tail_and_fires_what_c
 
 @pytest.mark.slow
 async def test_a_standby_takes_over_a_stopped_workers_partitions_warm(stack: Stack) -> None:
-    stack.start_worker("w1")
-    second = stack.start_worker("w2")
+    # Static members (as in production, so a crashed worker's restart keeps its partitions).
+    stack.start_worker("w1", AUCTION_TIMER_WORKER_ID="static-1")
+    second = stack.start_worker("w2", AUCTION_TIMER_WORKER_ID="static-2")
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):
         await eventually(partial(_members, stack.kafka.bootstrap, 2), 90, "both workers in the group")
         base = now_ms()
@@ -79,7 +80,12 @@ async def test_a_standby_takes_over_a_stopped_workers_partitions_warm(stack: Sta
         await eventually(partial(committed_to_end, stack.kafka.bootstrap), 120, "everything folded")
         first = stack.processes[0]
         takeovers_before = len(recoveries(first.log_path))
+        assert await _listed(stack.kafka.bootstrap, "static-2")  # a static member's id starts with its instance id
         second.stop()  # its partitions move to the first worker, which holds standby copies of them
+        # It left as it stopped: a static member that did not would keep its partitions, unfolded,
+        # for the session timeout (10 s), and be listed until then.
+        assert not await _listed(stack.kafka.bootstrap, "static-2")
+        assert "left the consumer group" in second.log_path.read_text()  # not the session timing out
         await eventually(partial(_recovered_again, first, takeovers_before), 60, "the takeover's recovery")
         highwater, starts = recoveries(first.log_path)[-1]  # now all eight partitions are its
         read, total = records_read(highwater, starts), sum(h + 1 for h in highwater.values())
@@ -95,6 +101,10 @@ async def test_a_standby_takes_over_a_stopped_workers_partitions_warm(stack: Sta
 
 async def _members(bootstrap: str, count: int) -> bool:
     return await stable_members(bootstrap, APP_ID) == count
+
+
+async def _listed(bootstrap: str, instance_id: str) -> bool:
+    return any(m.startswith(f"{instance_id}-") for m in await member_ids(bootstrap, APP_ID))
 
 
 async def _recovered_again(process: ServerProcess, before: int) -> bool:

@@ -83,8 +83,8 @@ async def test_kill_9_restores_table_and_fires_missed_deadlines_once(stack: Stac
 
 
 async def test_two_workers_one_stopped_every_auction_completes_once(stack: Stack) -> None:
-    # Dynamic membership (no WORKER_ID): a worker that stops leaves the group at once, so its
-    # partitions move without waiting for the session timeout.
+    # A worker that stops leaves the group at once, so its partitions move without waiting for
+    # the session timeout (a static member too: test_state_at_scale's standby test).
     stack.start_worker("w1")
     second = stack.start_worker("w2")
     async with kafka_io(stack.kafka.bootstrap, topics.TIMER_EVENTS) as (producer, watch):

@@ -49,8 +49,7 @@ async def reading_from_start(bootstrap: str, topics: tuple[str, ...], **options:
     return consumer
 
 
-async def stable_members(bootstrap: str, group: str) -> int:
-    """How many members the consumer group has, once a rebalance has settled (0 meanwhile)."""
+async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -58,7 +57,18 @@ async def stable_members(bootstrap: str, group: str) -> int:
     finally:
         await admin.close()
     [described] = response.to_object()["groups"]
+    return dict(described)
+
+
+async def stable_members(bootstrap: str, group: str) -> int:
+    """How many members the consumer group has, once a rebalance has settled (0 meanwhile)."""
+    described = await describe_group(bootstrap, group)
     return len(described["members"]) if described["state"] == "Stable" else 0
+
+
+async def member_ids(bootstrap: str, group: str) -> list[str]:
+    """The group's members, settled or not (a static member's id starts with its instance id)."""
+    return [member["member_id"] for member in (await describe_group(bootstrap, group))["members"]]
 
 
 @dataclass
