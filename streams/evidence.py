@@ -5,10 +5,10 @@ nothing appended before them. One lookup (ListOffsets, at most every ASK_INTERVA
 for every blocked partition at once: a partition whose next offset to read is its leader's log
 end holds nothing unseen that the log took before the lookup, whether its followers have it yet
 or not (streams/log_probe.py: not the high watermark, which lags the log end while followers
-copy, and longer while one has stopped). The record that blocks was
-received before the lookup was sent, so the broker served the lookup after stamping it; `as_of`
-takes the older of the worker's clock at sending and the newest broker time received, so a
-worker clock running ahead cannot release a record early. The brokers' clocks must agree (NTP).
+copy, and longer while one has stopped). The record that blocks was received before the
+lookup was sent, so the broker served the lookup after stamping it; `as_of` takes the older of
+the worker's clock at sending and the newest broker time received, so a worker clock running
+ahead cannot release a record early. The brokers' clocks must agree (NTP).
 A broker stamps a record a moment before its log end moves past it (the append in between: a
 segment roll, a stall), so a lookup vouches only up to APPEND_MARGIN_MS before it was sent.
 """

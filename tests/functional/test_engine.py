@@ -177,9 +177,11 @@ async def evidence_asked(r: Rig, times: int) -> None:
 
 
 async def settled() -> None:
-    """Every task that was ready has had its turns: what must not happen has had its chance to."""
-    for _ in range(50):
-        await asyncio.sleep(0)
+    """Nothing is left to run but timers: every task that became ready has had its turns, so what
+    must not happen has had its chance to. (The loop's ready queue holds the callbacks it runs
+    next; asyncio has no public way to ask for it.)"""
+    loop = asyncio.get_running_loop()
+    await until(lambda: not loop._ready)  # type: ignore[attr-defined]
 
 
 async def acknowledge_all(r: Rig, condition: Callable[[], bool], timeout: float = 5.0) -> None:
