@@ -40,13 +40,16 @@ Send = Callable[[outputs.Record], Awaitable["asyncio.Future[Any]"]]
 
 class Scheduler:
     """`send_command` carries deadlines (latency-critical); `send_tick` carries ticks (bulk).
-    Both return the delivery future of the record they queued."""
+    Both return the delivery future of the record they queued. `lookup` reads an auction's
+    current state in the table (the schedule keeps only what planning needs); None when the
+    auction is not in this worker's partitions."""
 
     def __init__(
         self,
         tick_interval_s: float,
         send_command: Send,
         send_tick: Send,
+        lookup: Callable[[str], TimerState | None],
         clock: Callable[[], int] = wall_ms,
         tick_horizon_s: float = 300.0,
         lateness_ms: int = 0,
@@ -54,6 +57,7 @@ class Scheduler:
         self.schedule = Schedule(int(tick_interval_s * 1000), int(tick_horizon_s * 1000), lateness_ms)
         self._send_command = send_command
         self._send_tick = send_tick
+        self._lookup = lookup
         self._clock = clock
         self._wake = asyncio.Event()
         self._change_ticks: dict[str, outputs.Record] = {}  # by auction, oldest first
@@ -101,10 +105,36 @@ class Scheduler:
             now = self._clock()
             # Deadlines first: a burst of ticks due at the same moment must not delay them.
             for due in sorted(self.schedule.pop_due(now), key=lambda d: d.kind == "tick"):
+                state = self._current(due, now)
+                if state is None:
+                    continue
                 try:
-                    await self._fire(due, now)
+                    await self._fire(due, state, now)
                 except Exception:  # a send failure must not stop the loop; the entry re-fires
-                    log.exception("scheduler could not send", extra={"auction_id": due.state.auction_id})
+                    log.exception("scheduler could not send", extra={"auction_id": due.auction_id})
+
+    def _current(self, due: Due, now: int) -> TimerState | None:
+        """The state a due entry acts on, read just before it fires (one at a time: a backlog's
+        thousands of due entries must not hold their states at once). None when the entry is
+        stale: its auction was forgotten meanwhile (revoked while an earlier entry was being
+        sent) or planned again. A table that disagrees with the plan wins: the schedule follows
+        the table's state from then on, so that a deadline is never skipped forever."""
+        planned = self.schedule.live.get(due.auction_id)
+        if planned is None or planned.version != due.version:
+            return None
+        state = self._lookup(due.auction_id)
+        if state is None or state.version != planned.version:
+            log.warning(
+                "the schedule disagreed with the table; following the table",
+                extra={"auction_id": due.auction_id, "planned": planned.version,
+                       "stored": None if state is None else state.version},
+            )  # fmt: skip
+            self.schedule.forget(due.auction_id)
+            if state is not None:
+                self.schedule.track(state, now)
+            ACTIVE_TIMERS.set(len(self.schedule))
+            return None
+        return state
 
     async def _sleep_until_due(self) -> None:
         if self._change_ticks:
@@ -117,8 +147,7 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _fire(self, due: Due, now: int) -> None:
-        state = due.state
+    async def _fire(self, due: Due, state: TimerState, now: int) -> None:
         if due.kind == "tick":
             TICK_DELAY.observe(max(0, now - due.due_ms))
             checked(await self._send_tick(outputs.tick(state, due.seq, now)), "tick")
