@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 from prometheus_client import Gauge
 
+from app.logs import logging_dict
 from app.redis_client import connect
 from app.settings import Settings
 from projections.consumer import ProjectionConsumer
@@ -75,6 +76,17 @@ def faust_credentials(options: dict[str, Any]) -> faust.SASLCredentials | None:
         ssl_context=options["ssl_context"],
         mechanism=options["sasl_mechanism"],
     )
+
+
+def faust_worker(app: faust.App, log_level: str) -> faust.Worker:
+    worker = faust.Worker(
+        app, loglevel=log_level, logging_config=logging_dict(log_level), redirect_stdouts=False, quiet=True
+    )
+    # At WARNING and above Faust spins a terminal progress spinner on every log record, and to
+    # see them all it sets the root logger to DEBUG: every debug line of every library (one per
+    # changelog record in recovery) would be formatted. Nobody watches a service's terminal.
+    worker.spinner = None
+    return worker
 
 
 def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:

@@ -43,6 +43,7 @@ POLICY = ev.Policy(soft_close_window_ms=60_000, extension_ms=60_000, max_extensi
 BID_RATE, STORM_S, ENDING = 3_000, 30, 1_000
 PAGE = 4096
 OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps the changelog offset it applied
+STANDBY_BUFFER = 1_000  # Faust's standby_buffer_size (its recovery_buffer_size by default)
 
 
 def rss_bytes(proc: ServerProcess) -> int:
@@ -236,13 +237,15 @@ async def scheduling_at_least(port: int, count: int) -> bool:
 
 
 async def standby_caught_up(bootstrap: str, workdir: Path) -> bool:
-    """Has the worker in `workdir` applied the whole changelog to its RocksDB databases (its
+    """Has the worker in `workdir` copied the whole changelog into its RocksDB databases (its
     standby partitions and its active ones)? Read from the offsets Faust persists there, in
-    read-only opens that the running worker does not notice. (A database's size on disk stops
-    growing long before: RocksDB holds recent writes in memory.)"""
+    read-only opens that the running worker does not notice. A standby applies what it reads
+    in buffers of STANDBY_BUFFER records, and the last, partial one at the next rebalance, so
+    within one buffer of the end is caught up. (A database's size on disk stops growing long
+    before: RocksDB holds recent writes in memory.)"""
     ends = await end_offsets_by_partition(bootstrap, topics.changelog_topic(APP_ID))
     persisted = await asyncio.to_thread(persisted_offsets, workdir / "faust" / "v1" / "tables")
-    return all(persisted.get(tp.partition, -1) >= end - 1 for tp, end in ends.items() if end)
+    return all(persisted.get(tp.partition, -1) >= end - 1 - STANDBY_BUFFER for tp, end in ends.items() if end)
 
 
 def persisted_offsets(tables: Path) -> dict[int, int]:
