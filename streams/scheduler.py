@@ -116,22 +116,24 @@ class Scheduler:
     def _current(self, due: Due, now: int) -> TimerState | None:
         """The state a due entry acts on, read just before it fires (one at a time: a backlog's
         thousands of due entries must not hold their states at once). None when the entry is
-        stale: its auction was forgotten meanwhile (revoked while an earlier entry was being
-        sent) or planned again. A table that disagrees with the plan wins: the schedule follows
-        the table's state from then on, so that a deadline is never skipped forever."""
+        stale (its auction forgotten meanwhile, revoked while an earlier entry was sent, or
+        planned again) or its state cannot be read now (its partition is being handed over:
+        a deadline's entry comes round again, re-armed when it was popped). A table that
+        disagrees with the plan wins: the schedule follows the table's state from then on, so
+        that a deadline is never skipped forever."""
         planned = self.schedule.live.get(due.auction_id)
         if planned is None or planned.version != due.version:
             return None
         state = self._lookup(due.auction_id)
-        if state is None or state.version != planned.version:
+        if state is None:
+            return None
+        if state.version != planned.version:
             log.warning(
                 "the schedule disagreed with the table; following the table",
-                extra={"auction_id": due.auction_id, "planned": planned.version,
-                       "stored": None if state is None else state.version},
-            )  # fmt: skip
+                extra={"auction_id": due.auction_id, "planned": planned.version, "stored": state.version},
+            )
             self.schedule.forget(due.auction_id)
-            if state is not None:
-                self.schedule.track(state, now)
+            self.schedule.track(state, now)
             ACTIVE_TIMERS.set(len(self.schedule))
             return None
         return state

@@ -118,6 +118,38 @@ async def test_an_auction_forgotten_while_an_earlier_deadline_is_sent_is_not_fir
     assert (commands, reads) == ([b"b", b"b"], ["b", "b"])
 
 
+async def test_a_deadline_whose_state_cannot_be_read_yet_fires_when_it_comes_round_again() -> None:
+    """A state not readable at the moment (its partition being handed over) skips the entry but
+    keeps the deadline: it fires when it comes round again."""
+    a = timer("a", T0 + 1_000)
+    now = [T0 + 1_000]
+    reads: list[str] = []
+    commands: list[bytes] = []
+    sent = asyncio.Event()
+
+    def lookup(auction_id: str) -> TimerState | None:
+        reads.append(auction_id)
+        if len(reads) == 1:
+            now[0] += REFIRE_FIRST_MS  # the entry re-armed when it was popped comes round
+            return None
+        return a
+
+    async def send(record: outputs.Record) -> asyncio.Future[Any]:
+        if record.topic == topics.COMMANDS:
+            commands.append(record.key)
+            sent.set()
+        return done()
+
+    s = Scheduler(60, send, send, lookup, clock=lambda: now[0])
+    s.on_change(a)
+    loop = asyncio.create_task(s.run())
+    try:
+        await asyncio.wait_for(sent.wait(), 5)
+    finally:
+        loop.cancel()
+    assert (commands, reads, list(s.schedule.live)) == ([b"a"], ["a", "a"], ["a"])
+
+
 def done() -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     future.set_result(None)
