@@ -192,7 +192,7 @@ async def measure(s: Stack) -> dict[str, object]:
     port2 = free_port()
     second = s.start_worker("w2", AUCTION_TIMER_WORKER_ID="scale-2", AUCTION_TIMER_WORKER_METRICS_PORT=str(port2))
     await until(lambda: ready(port2), 600, "the second worker in the group")
-    await until(lambda: standby_caught_up(bootstrap, s.workdir / "w2"), 1_800, "the standby copy caught up")
+    await eventually(lambda: standby_caught_up(bootstrap, s.workdir / "w2"), 1_800, "the standby copy", interval=2)
     # Taken over: the second worker schedules every live auction, not only its own half. Timed
     # from the stop's SIGTERM (the first worker's shutdown and its leaving the group included).
     stopped_at = time.monotonic()
@@ -245,7 +245,7 @@ async def standby_caught_up(bootstrap: str, workdir: Path) -> bool:
     before: RocksDB holds recent writes in memory.)"""
     ends = await end_offsets_by_partition(bootstrap, topics.changelog_topic(APP_ID))
     persisted = await asyncio.to_thread(persisted_offsets, workdir / "faust" / "v1" / "tables")
-    return all(persisted.get(tp.partition, -1) >= end - 1 - STANDBY_BUFFER for tp, end in ends.items() if end)
+    return all(persisted.get(tp.partition, -1) >= end - STANDBY_BUFFER for tp, end in ends.items() if end)
 
 
 def persisted_offsets(tables: Path) -> dict[int, int]:

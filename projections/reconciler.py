@@ -140,7 +140,11 @@ class Reconciler:
         for auction_id in auction_ids:
             if auction_id not in self.tracked:
                 continue
-            state = self.lookup(auction_id)
+            try:
+                state = self.lookup(auction_id)
+            except Exception:  # an unreadable state must not stop the passes; the next one retries
+                log.exception("reconciler could not read a state", extra={"auction_id": auction_id})
+                continue
             if state is None or not self._keep(state, now):
                 del self.tracked[auction_id]
                 continue

@@ -2,7 +2,7 @@
 
 Entries are lazily invalidated: a change pushes fresh entries, and an entry whose auction
 moved on (new version, ended, untracked) is dropped when it surfaces. Of each live timer it
-keeps only what planning needs (`Planned`): with its heap entries about 450 bytes, where a
+keeps only what planning needs (`Planned`): with its heap entries about 400 bytes, where a
 decoded state alone is 1.4 KB. A due entry names the auction and version, and the scheduler
 reads the state when it acts on it.
 

@@ -105,13 +105,12 @@ class Scheduler:
             now = self._clock()
             # Deadlines first: a burst of ticks due at the same moment must not delay them.
             for due in sorted(self.schedule.pop_due(now), key=lambda d: d.kind == "tick"):
-                state = self._current(due, now)
-                if state is None:
-                    continue
                 try:
-                    await self._fire(due, state, now)
-                except Exception:  # a send failure must not stop the loop; the entry re-fires
-                    log.exception("scheduler could not send", extra={"auction_id": due.auction_id})
+                    state = self._current(due, now)
+                    if state is not None:
+                        await self._fire(due, state, now)
+                except Exception:  # a failed read or send must not stop the loop; the entry re-fires
+                    log.exception("scheduler could not act on a due entry", extra={"auction_id": due.auction_id})
 
     def _current(self, due: Due, now: int) -> TimerState | None:
         """The state a due entry acts on, read just before it fires (one at a time: a backlog's
