@@ -158,6 +158,8 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         settings.tick_interval_s, send_command, ticks.send, owned_state, wall_ms,
         tick_horizon_s=settings.kafka_tick_horizon_s, lateness_ms=settings.allowed_lateness_ms,
     )  # fmt: skip
+    # Read when scraped: a worker's tasks start after its first recovery, which already filled the schedule.
+    ACTIVE_TIMERS.set_function(lambda: len(scheduler.schedule))
     store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
 
     async def publish(record: Record) -> object:
@@ -239,7 +241,6 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_scheduler() -> None:
-        ACTIVE_TIMERS.set(0)
         try:
             await scheduler.run()
         finally:

@@ -1,5 +1,5 @@
 """`make bench`: run the benchmarks in their own processes, then rewrite the README's results table
-(between the bench markers) from bench/results/*.json. The full-size state benchmark (about 25
+(between the bench markers) from bench/results/*.json. The full-size state benchmark (about 18
 minutes alone) runs only when named: `make bench-scale`, which is `python -m bench.run_all scale`."""
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def table() -> str:
     measured = load("timers").get("machine") or load("clients").get("machine") or {}
     lines = [
         f"Measured by `make bench` on this project's CI-class machine ({measured.get('cpus', '?')} cores, "
-        f"Python {measured.get('python', '?')}, {measured.get('measured_at', '?')}); raw figures in `bench/results/`.",
+        f"Python {measured.get('python', '?')}, {measured.get('measured_at', '?')}), the state at scale by "
+        f"`make bench-scale` ({load('scale').get('machine', {}).get('measured_at', 'not run')}); raw figures in "
+        "`bench/results/`.",
         "",
         "| target | goal | measured |",
         "|---|---|---|",

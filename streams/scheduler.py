@@ -26,7 +26,7 @@ from typing import Any
 from streams import events as ev
 from streams import outputs
 from streams.clock import wall_ms
-from streams.metrics import ACTIVE_TIMERS, CHANGE_TICKS_DROPPED, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
+from streams.metrics import CHANGE_TICKS_DROPPED, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
 from streams.schedule import Due, Schedule
 from streams.state import TimerState
 from streams.tracing import child_traceparent
@@ -68,7 +68,6 @@ class Scheduler:
         now = self._clock()
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
-        ACTIVE_TIMERS.set(len(self.schedule))
         self._change_ticks.pop(state.auction_id, None)  # superseded: to the back with the newest
         self._change_ticks[state.auction_id] = outputs.tick(state, seq, now)
         if len(self._change_ticks) > MAX_PENDING_CHANGE_TICKS:
@@ -83,14 +82,12 @@ class Scheduler:
         now = self._clock()
         for state in states:
             self.schedule.track(state, now)
-        ACTIVE_TIMERS.set(len(self.schedule))
         log.info("schedule rebuilt", extra={"partitions": sorted(partitions), "live_timers": len(self.schedule)})
         self._wake.set()
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
             self.schedule.forget(auction_id)
-        ACTIVE_TIMERS.set(len(self.schedule))
 
     async def run(self) -> None:
         while True:
@@ -133,7 +130,6 @@ class Scheduler:
             )
             self.schedule.forget(due.auction_id)
             self.schedule.track(state, now)
-            ACTIVE_TIMERS.set(len(self.schedule))
             return None
         return state
 
