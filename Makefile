@@ -8,7 +8,7 @@ KAFKA_STAMP := infra/kafka/target/libs/.stamp
 VENV_STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps system demo test check lint typecheck unit bench clean lock
+.PHONY: deps system demo test check lint typecheck unit bench bench-scale clean lock
 
 deps: system $(KAFKA_STAMP) $(VENV_STAMP)
 
@@ -53,6 +53,9 @@ demo: deps
 
 bench: deps
 	$(BIN)/python -m bench.run_all
+
+bench-scale: deps
+	$(BIN)/python -m bench.run_all scale
 
 # Re-pin constraints.txt from a fresh resolution of pyproject's ranges.
 lock:

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from app.logs import configure_logging, logging_dict
+from app.logs import configure_logging
 from app.settings import Settings, describe
 from streams.errors import AuctionTimerError
 
@@ -26,10 +26,9 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    import faust
     from prometheus_client import start_http_server
 
-    from app.worker import build_worker_app
+    from app.worker import build_worker_app, faust_worker
     from streams.topic_admin import ensure_topics
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -41,14 +40,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # collection still comes every 5 million allocations, so cyclic garbage cannot pile up.
     gc.set_threshold(50_000, 10, 10)
     app, _ = build_worker_app(settings, replication)
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level,
-        logging_config=logging_dict(settings.log_level),
-        redirect_stdouts=False,
-        quiet=True,
-    )
-    worker.execute_from_commandline()
+    faust_worker(app, settings.log_level).execute_from_commandline()
     return 0
 
 

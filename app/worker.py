@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 from prometheus_client import Gauge
 
+from app.logs import logging_dict
 from app.redis_client import connect
 from app.settings import Settings
 from projections.consumer import ProjectionConsumer
@@ -38,7 +39,7 @@ from streams.outputs import Record
 from streams.processor import TimerProcessor
 from streams.retention import Sweeper
 from streams.scheduler import Scheduler
-from streams.state import decode_state, stored_live
+from streams.state import TimerState, decode_state, stored_live
 from streams.states import StateCache
 
 log = logging.getLogger("auction_timer.worker")
@@ -75,6 +76,17 @@ def faust_credentials(options: dict[str, Any]) -> faust.SASLCredentials | None:
         ssl_context=options["ssl_context"],
         mechanism=options["sasl_mechanism"],
     )
+
+
+def faust_worker(app: faust.App, log_level: str) -> faust.Worker:
+    worker = faust.Worker(
+        app, loglevel=log_level, logging_config=logging_dict(log_level), redirect_stdouts=False, quiet=True
+    )
+    # At WARNING and above Faust spins a terminal progress spinner on every log record, and to
+    # see them all it sets the root logger to DEBUG: every debug line of every library (one per
+    # changelog record in recovery) would be formatted. Nobody watches a service's terminal.
+    worker.spinner = None
+    return worker
 
 
 def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Scheduler]:
@@ -117,24 +129,6 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     channel = app.topic(*topics.INPUT_TOPICS, schema=raw, partitions=partitions)
     changelog = topics.changelog_topic(settings.app_id)
 
-    delivery = Delivery(settings.kafka_bootstrap, **kafka_options)
-    # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
-    # ticks a second neither crowd nor slow the deadline commands and timer events.
-    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS, **kafka_options)
-
-    async def send_command(record: Record) -> asyncio.Future[Any]:
-        return await delivery.send(record)
-
-    scheduler = Scheduler(
-        settings.tick_interval_s, send_command, ticks.send, wall_ms,
-        tick_horizon_s=settings.kafka_tick_horizon_s, lateness_ms=settings.allowed_lateness_ms,
-    )  # fmt: skip
-    store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
-
-    async def publish(record: Record) -> object:
-        return await delivery.deliver([Outgoing.of(record)])
-
-    reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms)
     stored = FaustStore(table, changelog)
     processor = TimerProcessor(
         states=StateCache(stored, lambda key: processor.home(key)),
@@ -144,6 +138,34 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     )
     states = processor.states
     assert isinstance(states, StateCache)
+
+    delivery = Delivery(settings.kafka_bootstrap, **kafka_options)
+    # Ticks get a producer of their own that batches for a few milliseconds, so thousands of
+    # ticks a second neither crowd nor slow the deadline commands and timer events.
+    ticks = Delivery(settings.kafka_bootstrap, linger_ms=TICK_LINGER_MS, **kafka_options)
+
+    async def send_command(record: Record) -> asyncio.Future[Any]:
+        return await delivery.send(record)
+
+    def owned_state(auction_id: str) -> TimerState | None:
+        """An auction's state for the scheduler and the reconciler: only of a partition the
+        engine holds (a revoked one's store may be closed, its unwritten states dropped), and
+        read without caching, so that their passes do not push the fold's working set out."""
+        key = auction_id.encode()
+        return states.peek(key) if processor.home(key) in engine.groups else None
+
+    scheduler = Scheduler(
+        settings.tick_interval_s, send_command, ticks.send, owned_state, wall_ms,
+        tick_horizon_s=settings.kafka_tick_horizon_s, lateness_ms=settings.allowed_lateness_ms,
+    )  # fmt: skip
+    # Read when scraped: a worker's tasks start after its first recovery, which already filled the schedule.
+    ACTIVE_TIMERS.set_function(lambda: len(scheduler.schedule))
+    store = ProjectionStore(connect(settings), Keys(settings.key_prefix), settings.ended_ttl_s)
+
+    async def publish(record: Record) -> object:
+        return await delivery.deliver([Outgoing.of(record)])
+
+    reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms, owned_state)
 
     def on_changes(changes: list[TimerChanged]) -> None:
         for change in changes:
@@ -189,10 +211,10 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     @table.on_recover
     async def rebuild_schedule() -> None:
         owned = owned_partitions()
-        # Live timers only, picked by their first bytes: a million ended ones cost a scan, not a decode.
-        live = [decode_state(v) for _, v in owned_items() if stored_live(v)]
-        scheduler.rebuild(owned, live)
-        reconciler.rebuild(live)
+        # Live timers only, picked by their first bytes: a million ended ones cost a scan, not a
+        # decode. Decoded one at a time: the schedule and the reconciler keep a little of each.
+        scheduler.rebuild(owned, (decode_state(v) for _, v in owned_items() if stored_live(v)))
+        reconciler.rebuild(scheduler.schedule.live.keys())
         if not frozen:
             # The first restored table is long-lived: keep it out of the collector's way, so full
             # collections (which otherwise walk every timer) do not stall deadlines. Once only:
@@ -206,9 +228,11 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         READY.set(0)
         lost = {tp.partition for tp in revoked if tp.topic in topics.INPUT_TOPICS}
-        await engine.revoke(lost)
+        # Forgotten before the engine drops their groups and unwritten states: from then on the
+        # scheduler and the reconciler find no state of them (owned_state), and follow none.
         scheduler.revoke(a for a in list(scheduler.schedule.live) if processor.home(a.encode()) in lost)
         reconciler.revoke(a for a in list(reconciler.tracked) if processor.home(a.encode()) in lost)
+        await engine.revoke(lost)
         log.info("partitions revoked", extra={"partitions": sorted(lost), "live_timers": len(scheduler.schedule)})
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -217,7 +241,6 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_scheduler() -> None:
-        ACTIVE_TIMERS.set(0)
         try:
             await scheduler.run()
         finally:

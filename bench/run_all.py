@@ -1,5 +1,6 @@
-"""`make bench`: run every benchmark in its own process, then rewrite the README's results table
-(between the bench markers) from bench/results/*.json."""
+"""`make bench`: run the benchmarks in their own processes, then rewrite the README's results table
+(between the bench markers) from bench/results/*.json. The full-size state benchmark (about 18
+minutes alone) runs only when named: `make bench-scale`, which is `python -m bench.run_all scale`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bench.report_worker import ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("clients", "timers", "ticks", "ingest", "storm", "fanout", "catalogue", "recovery", "scale")
+BENCHES = ("clients", "timers", "ticks", "ingest", "storm", "fanout", "catalogue", "recovery")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -75,7 +76,9 @@ def table() -> str:
     measured = load("timers").get("machine") or load("clients").get("machine") or {}
     lines = [
         f"Measured by `make bench` on this project's CI-class machine ({measured.get('cpus', '?')} cores, "
-        f"Python {measured.get('python', '?')}, {measured.get('measured_at', '?')}); raw figures in `bench/results/`.",
+        f"Python {measured.get('python', '?')}, {measured.get('measured_at', '?')}), the state at scale by "
+        f"`make bench-scale` ({load('scale').get('machine', {}).get('measured_at', 'not run')}); raw figures in "
+        "`bench/results/`.",
         "",
         "| target | goal | measured |",
         "|---|---|---|",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rocksdict import AccessType, Rdict
 
 from bench.common import stack, summary, write
 from bench.metrics_scrape import scrape
@@ -41,6 +42,8 @@ ENDED = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
 POLICY = ev.Policy(soft_close_window_ms=60_000, extension_ms=60_000, max_extension_ms=3_600_000)
 BID_RATE, STORM_S, ENDING = 3_000, 30, 1_000
 PAGE = 4096
+OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps the changelog offset it applied
+STANDBY_BUFFER = 1_000  # Faust's standby_buffer_size (its recovery_buffer_size by default)
 
 
 def rss_bytes(proc: ServerProcess) -> int:
@@ -189,7 +192,7 @@ async def measure(s: Stack) -> dict[str, object]:
     port2 = free_port()
     second = s.start_worker("w2", AUCTION_TIMER_WORKER_ID="scale-2", AUCTION_TIMER_WORKER_METRICS_PORT=str(port2))
     await until(lambda: ready(port2), 600, "the second worker in the group")
-    await until(lambda: asyncio.sleep(0, _stable_size(s.workdir / "w2")), 900, "the standby copy caught up")
+    await eventually(lambda: standby_caught_up(bootstrap, s.workdir / "w2"), 1_800, "the standby copy", interval=2)
     # Taken over: the second worker schedules every live auction, not only its own half. Timed
     # from the stop's SIGTERM (the first worker's shutdown and its leaving the group included).
     stopped_at = time.monotonic()
@@ -225,9 +228,6 @@ async def measure(s: Stack) -> dict[str, object]:
     }
 
 
-_sizes: dict[Path, list[int]] = {}
-
-
 async def scheduling_at_least(port: int, count: int) -> bool:
     try:
         metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
@@ -236,11 +236,29 @@ async def scheduling_at_least(port: int, count: int) -> bool:
     return metrics.get("auctions_timer_active", 0) >= count and metrics.get("auctions_timer_worker_ready", 0) == 1
 
 
-def _stable_size(path: Path) -> bool:
-    """True once `path` has stopped growing for 5 samples (the standby read the whole changelog)."""
-    samples = _sizes.setdefault(path, [])
-    samples.append(du(path) if path.exists() else 0)
-    return len(samples) > 5 and samples[-1] > 0 and len(set(samples[-5:])) == 1
+async def standby_caught_up(bootstrap: str, workdir: Path) -> bool:
+    """Has the worker in `workdir` copied the whole changelog into its RocksDB databases (its
+    standby partitions and its active ones)? Read from the offsets Faust persists there, in
+    read-only opens that the running worker does not notice. A standby applies what it reads
+    in buffers of STANDBY_BUFFER records, and the last, partial one at the next rebalance, so
+    within one buffer of the end is caught up. (A database's size on disk stops growing long
+    before: RocksDB holds recent writes in memory.)"""
+    ends = await end_offsets_by_partition(bootstrap, topics.changelog_topic(APP_ID))
+    persisted = await asyncio.to_thread(persisted_offsets, workdir / "faust" / "v1" / "tables")
+    return all(persisted.get(tp.partition, -1) >= end - STANDBY_BUFFER for tp, end in ends.items() if end)
+
+
+def persisted_offsets(tables: Path) -> dict[int, int]:
+    out = {}
+    for path in tables.glob("timers-*.db"):
+        db = Rdict(str(path), access_type=AccessType.read_only())
+        try:
+            offset = db.get(OFFSET_KEY)
+        finally:
+            db.close()
+        if offset is not None:
+            out[int(path.stem.rsplit("-", 1)[1])] = int(offset)
+    return out
 
 
 async def _completed_at_least(port: int, count: int) -> bool:

@@ -56,19 +56,25 @@ class Correction:
 
 
 class Reconciler:
+    """Follows by id, with when each last changed, the auctions whose projection belongs in
+    Redis: the live ones restored or seen, and those seen ending until their hash expires.
+    `lookup` reads an auction's state when a pass checks it (None once it is not this worker's),
+    so that 200,000 followed auctions cost ids, not states."""
+
     def __init__(
         self,
         store: ProjectionStore,
         interval_s: float,
         publish: Publish,
         clock: Callable[[], int],
+        lookup: Callable[[str], TimerState | None],
     ) -> None:
         self.store = store
         self.interval_s = interval_s
         self.publish = publish
         self.clock = clock
-        self.tracked: dict[str, TimerState] = {}
-        self._changed_at: dict[str, int] = {}
+        self.lookup = lookup
+        self.tracked: dict[str, int] = {}  # auction id -> when it last changed (0: restored)
         self._requested: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -81,18 +87,15 @@ class Reconciler:
         return belongs_in_redis(state, now, self.store.ended_ttl_s)
 
     def on_change(self, state: TimerState) -> None:
-        self.tracked[state.auction_id] = state
-        self._changed_at[state.auction_id] = self.clock()
+        self.tracked[state.auction_id] = self.clock()
 
-    def rebuild(self, states: Iterable[TimerState]) -> None:
-        now = self.clock()
-        self.tracked = {s.auction_id: s for s in states if self._keep(s, now)}
-        self._changed_at.clear()
+    def rebuild(self, auction_ids: Iterable[str]) -> None:
+        """After a rebalance or restart: follow the owned partitions' live auctions."""
+        self.tracked = dict.fromkeys(auction_ids, 0)
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
             self.tracked.pop(auction_id, None)
-            self._changed_at.pop(auction_id, None)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,17 +122,34 @@ class Reconciler:
 
     async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
         now = self.clock()
-        for auction_id, state in list(self.tracked.items()):
-            if not self._keep(state, now):
-                self.revoke([auction_id])
         if only is None:
-            candidates = [s for a, s in self.tracked.items() if now - self._changed_at.get(a, 0) >= SETTLE_MS]
+            candidates = [a for a, changed_at in self.tracked.items() if now - changed_at >= SETTLE_MS]
         else:
-            candidates = [self.tracked[a] for a in only if a in self.tracked]
+            candidates = [a for a in only if a in self.tracked]
         corrections: list[Correction] = []
         for start in range(0, len(candidates), BATCH):
-            corrections += await self._reconcile(candidates[start : start + BATCH], now)
+            states = self._states(candidates[start : start + BATCH], now)
+            if states:
+                corrections += await self._reconcile(states, now)
         return corrections
+
+    def _states(self, auction_ids: list[str], now: int) -> list[TimerState]:
+        """The states of a batch, read at once; an auction revoked meanwhile (during the pass's
+        awaits) is skipped, and one that no longer belongs in Redis is no longer followed."""
+        states = []
+        for auction_id in auction_ids:
+            if auction_id not in self.tracked:
+                continue
+            try:
+                state = self.lookup(auction_id)
+            except Exception:  # an unreadable state must not stop the passes; the next one retries
+                log.exception("reconciler could not read a state", extra={"auction_id": auction_id})
+                continue
+            if state is None or not self._keep(state, now):
+                del self.tracked[auction_id]
+                continue
+            states.append(state)
+        return states
 
     async def _reconcile(self, states: list[TimerState], now: int) -> list[Correction]:
         """Check and repair one batch. An auction Redis refuses for good (projections/refusals.py)

@@ -26,7 +26,7 @@ from typing import Any
 from streams import events as ev
 from streams import outputs
 from streams.clock import wall_ms
-from streams.metrics import ACTIVE_TIMERS, CHANGE_TICKS_DROPPED, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
+from streams.metrics import CHANGE_TICKS_DROPPED, COMMANDS_SENT, SEND_FAILURES, TICK_DELAY
 from streams.schedule import Due, Schedule
 from streams.state import TimerState
 from streams.tracing import child_traceparent
@@ -40,13 +40,16 @@ Send = Callable[[outputs.Record], Awaitable["asyncio.Future[Any]"]]
 
 class Scheduler:
     """`send_command` carries deadlines (latency-critical); `send_tick` carries ticks (bulk).
-    Both return the delivery future of the record they queued."""
+    Both return the delivery future of the record they queued. `lookup` reads an auction's
+    current state in the table (the schedule keeps only what planning needs); None when the
+    auction is not in this worker's partitions."""
 
     def __init__(
         self,
         tick_interval_s: float,
         send_command: Send,
         send_tick: Send,
+        lookup: Callable[[str], TimerState | None],
         clock: Callable[[], int] = wall_ms,
         tick_horizon_s: float = 300.0,
         lateness_ms: int = 0,
@@ -54,6 +57,7 @@ class Scheduler:
         self.schedule = Schedule(int(tick_interval_s * 1000), int(tick_horizon_s * 1000), lateness_ms)
         self._send_command = send_command
         self._send_tick = send_tick
+        self._lookup = lookup
         self._clock = clock
         self._wake = asyncio.Event()
         self._change_ticks: dict[str, outputs.Record] = {}  # by auction, oldest first
@@ -64,7 +68,6 @@ class Scheduler:
         now = self._clock()
         seq = self.schedule.tick_now(state, now)
         self.schedule.track(state, now)
-        ACTIVE_TIMERS.set(len(self.schedule))
         self._change_ticks.pop(state.auction_id, None)  # superseded: to the back with the newest
         self._change_ticks[state.auction_id] = outputs.tick(state, seq, now)
         if len(self._change_ticks) > MAX_PENDING_CHANGE_TICKS:
@@ -79,14 +82,12 @@ class Scheduler:
         now = self._clock()
         for state in states:
             self.schedule.track(state, now)
-        ACTIVE_TIMERS.set(len(self.schedule))
         log.info("schedule rebuilt", extra={"partitions": sorted(partitions), "live_timers": len(self.schedule)})
         self._wake.set()
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
             self.schedule.forget(auction_id)
-        ACTIVE_TIMERS.set(len(self.schedule))
 
     async def run(self) -> None:
         while True:
@@ -102,9 +103,35 @@ class Scheduler:
             # Deadlines first: a burst of ticks due at the same moment must not delay them.
             for due in sorted(self.schedule.pop_due(now), key=lambda d: d.kind == "tick"):
                 try:
-                    await self._fire(due, now)
-                except Exception:  # a send failure must not stop the loop; the entry re-fires
-                    log.exception("scheduler could not send", extra={"auction_id": due.state.auction_id})
+                    state = self._current(due, now)
+                    if state is not None:
+                        await self._fire(due, state, now)
+                except Exception:  # a failed read or send must not stop the loop; the entry re-fires
+                    log.exception("scheduler could not act on a due entry", extra={"auction_id": due.auction_id})
+
+    def _current(self, due: Due, now: int) -> TimerState | None:
+        """The state a due entry acts on, read just before it fires (one at a time: a backlog's
+        thousands of due entries must not hold their states at once). None when the entry is
+        stale (its auction forgotten meanwhile, revoked while an earlier entry was sent, or
+        planned again) or its state cannot be read now (its partition is being handed over:
+        a deadline's entry comes round again, re-armed when it was popped). A table that
+        disagrees with the plan wins: the schedule follows the table's state from then on, so
+        that a deadline is never skipped forever."""
+        planned = self.schedule.live.get(due.auction_id)
+        if planned is None or planned.version != due.version:
+            return None
+        state = self._lookup(due.auction_id)
+        if state is None:
+            return None
+        if state.version != planned.version:
+            log.warning(
+                "the schedule disagreed with the table; following the table",
+                extra={"auction_id": due.auction_id, "planned": planned.version, "stored": state.version},
+            )
+            self.schedule.forget(due.auction_id)
+            self.schedule.track(state, now)
+            return None
+        return state
 
     async def _sleep_until_due(self) -> None:
         if self._change_ticks:
@@ -117,8 +144,7 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _fire(self, due: Due, now: int) -> None:
-        state = due.state
+    async def _fire(self, due: Due, state: TimerState, now: int) -> None:
         if due.kind == "tick":
             TICK_DELAY.observe(max(0, now - due.due_ms))
             checked(await self._send_tick(outputs.tick(state, due.seq, now)), "tick")

@@ -49,18 +49,28 @@ class StateCache:
         return self._partition_of(auction_key(key))
 
     def get(self, key: bytes) -> TimerState | None:
+        return self._read(key, remember=True)
+
+    def peek(self, key: bytes) -> TimerState | None:
+        """As `get`, but a state read from the store is not cached: a pass over every auction
+        (the reconciler's, the scheduler's in a backlog) must not push the fold's working set out."""
+        return self._read(key, remember=False)
+
+    def _read(self, key: bytes, remember: bool) -> TimerState | None:
         dirty = self._dirty.get(key, _MISSING)
         if dirty is not _MISSING:
             return dirty if isinstance(dirty, TimerState) else None
         state = self._clean.get(key)
         if state is not None:
-            self._clean.move_to_end(key)
+            if remember:
+                self._clean.move_to_end(key)
             return state
         raw = self.raw.get(key, self.partition_of(key))
         if raw is None:
             return None
         state = decode_state(raw)
-        self._remember(key, state)
+        if remember:
+            self._remember(key, state)
         return state
 
     def expired(self, key: bytes) -> Expired | None:

@@ -38,7 +38,9 @@ def main(bootstrap: str, group: str, data_dir: str) -> None:
             pass
 
     gc.set_threshold(50_000, 20, 100)
-    faust.Worker(app, loglevel="WARNING", redirect_stdouts=False, quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False, quiet=True)
+    worker.spinner = None  # as our worker (app/worker.py faust_worker): no root logger at DEBUG
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":

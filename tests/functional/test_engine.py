@@ -23,8 +23,10 @@ from streams.evidence import APPEND_MARGIN_MS
 from streams.message import LOG_APPEND_TIME, Message
 from streams.processor import TimerProcessor, partition_for
 from streams.replay import reprocess
+from streams.state import encode_state
 from streams.states import StateCache
 from tests.support.events import POLICY, T0, record
+from tests.support.gateway import timer
 from tests.support.waiting import eventually
 
 PARTITIONS = 4
@@ -605,3 +607,19 @@ async def test_a_lookup_vouches_only_up_to_the_append_margin_before_it_was_sent(
     now[0] = T0 + 60_001 + APPEND_MARGIN_MS
     await acknowledge_all(r, lambda: r.acked == ["start", "expire"])
     assert [c.kind for c in r.changes] == ["registered", "completed"]
+
+
+def test_a_peek_reads_the_store_without_caching_what_it_read() -> None:
+    """The scheduler's and reconciler's reads (`peek`) see what the fold sees, but a pass over
+    every auction must not push the fold's working set out of the cache."""
+    raw = MemoryRaw()
+    state = timer("peeked", 60_000)
+    raw.put(b"peeked", 0, encode_state(state))
+    states = StateCache(raw, lambda key: 0, capacity=1)
+    assert states.peek(b"peeked") == state
+    raw.put(b"peeked", 0, None)  # gone from the store: a cached copy would still answer
+    assert states.peek(b"peeked") is None
+    raw.put(b"peeked", 0, encode_state(state))
+    assert states.get(b"peeked") == state  # the fold's read caches it
+    raw.put(b"peeked", 0, None)
+    assert states.peek(b"peeked") == state

@@ -35,7 +35,8 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
     async def publish(record: object) -> None:
         audits.append(record)
 
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0)
+    copies: dict[str, TimerState] = {}
+    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=copies.get)
     bases = {}
     for auction_id in AUCTIONS:
         state, _ = apply(None, envelope(started(auction_id, T0, T0 + 600_000), time_ms=T0))
@@ -61,8 +62,9 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         while not done.is_set():
             # The reconciler's copy is up to 5 versions behind or 2 ahead of what it last saw:
             # ahead, it writes (and races the projection's newer writes); behind, it must not.
-            copies = [versions_of(bases[a], min(TOP, max(1, seen[a] + rng.randint(-5, 2)))) for a in AUCTIONS]
-            reconciler.rebuild(copies)
+            for a in AUCTIONS:
+                copies[a] = versions_of(bases[a], min(TOP, max(1, seen[a] + rng.randint(-5, 2))))
+            reconciler.rebuild(AUCTIONS)
             corrections += len(await reconciler.pass_once())
 
     async def observer() -> None:
@@ -94,10 +96,10 @@ async def test_corrections_are_streamed_audited_and_counted(redis_server: RedisS
     async def publish(record: object) -> None:
         audits.append(record)
 
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0)
     state, _ = apply(None, envelope(started("fix-1", T0, T0 + 60_000), time_ms=T0))
     assert state is not None
-    reconciler.rebuild([state])
+    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup={"fix-1": state}.get)
+    reconciler.rebuild(["fix-1"])
     [missing] = await reconciler.pass_once()
     assert (missing.what, missing.old) == ("missing", None)
     await client.hset(store.keys.timer("fix-1"), "ends_at_ms", str(T0 + 61_000))
@@ -109,4 +111,28 @@ async def test_corrections_are_streamed_audited_and_counted(redis_server: RedisS
     assert all(e[1]["trace_id"] == state.trace_id for e in entries)
     assert len(audits) == 2
     await client.delete(store.keys.timer("fix-1"), store.keys.active, store.keys.reconciliations)
+    await client.aclose()
+
+
+async def test_the_reconciler_follows_ids_and_lets_go_of_what_no_longer_belongs_in_redis(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    """It keeps ids, not states: a pass reads each state when it checks it, repairs what is
+    wrong, and stops following an auction that left the table or whose hash has expired."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    live, ended = (apply(None, envelope(started(a, T0, T0 + 60_000), time_ms=T0))[0] for a in ("live", "old"))
+    assert live is not None and ended is not None
+    ended = replace(ended, status="ended", version=2, ended_at_ms=T0 - 61_000)
+    table: dict[str, TimerState] = {"live": live, "old": ended}  # "gone" left the table
+
+    async def publish(record: object) -> None:
+        pass
+
+    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
+    reconciler.rebuild(["live", "gone", "old"])
+    assert [c.auction_id for c in await reconciler.pass_once()] == ["live"]
+    assert list(reconciler.tracked) == ["live"]
+    assert await client.exists(store.keys.timer("gone"), store.keys.timer("old")) == 0
+    await client.delete(store.keys.timer("live"), store.keys.active, store.keys.reconciliations)
     await client.aclose()

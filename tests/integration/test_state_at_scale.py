@@ -11,6 +11,8 @@ from functools import partial
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from bench.metrics_scrape import scrape
+from infra.ports import free_port
 from infra.process import ServerProcess
 from streams import events as ev
 from streams import scheduler, topics
@@ -56,10 +58,13 @@ async def test_a_restarted_worker_reads_only_the_changelog_tail_and_fires_what_c
         await eventually(lambda: asyncio.sleep(0, now_ms() > last + 1_000), 60, "the deadlines to pass while down")
         assert not completions(watch), "nothing completes while no worker runs"
 
-        restarted = stack.start_worker("w", AUCTION_TIMER_WORKER_ID="big")
+        port = free_port()
+        restarted = stack.start_worker("w", AUCTION_TIMER_WORKER_ID="big", AUCTION_TIMER_WORKER_METRICS_PORT=str(port))
         await eventually(partial(_all_completed, watch, set(due)), 120, "the overdue auctions completed")
         done = completions(watch)
         assert set(done) == set(due) and all(n == 1 for n in done.values())  # once each, none of the 50,000
+        # The 50,000 restored timers are followed, and the gauge says so (its tasks started after the restore).
+        assert (await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics"))["auctions_timer_active"] == 50_000
         [*_, (highwater, starts)] = recoveries(restarted.log_path)
         total, read = sum(h + 1 for h in highwater.values()), records_read(highwater, starts)
         print(f"restart read {read} of {total} changelog records")
