@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from infra.kafka_server import KafkaCluster
 from infra.process import ServerProcess
 from tests.conftest import print_on_failure
+from tests.support.waiting import eventually
 
 
 def start_worker(kafka: KafkaCluster, tmp_path: Path, run: int) -> ServerProcess:
@@ -33,6 +34,12 @@ def start_worker(kafka: KafkaCluster, tmp_path: Path, run: int) -> ServerProcess
     )
     proc.start()
     return proc
+
+
+async def ready(worker: ServerProcess) -> None:
+    """Until the worker says it is ready. Faust drops a message its flow control interrupts
+    while a fresh worker resumes after recovery, so input sent before that may be skipped."""
+    await eventually(lambda: asyncio.sleep(0, "[^Worker]: Ready" in worker.log_path.read_text()), 60, "ready")
 
 
 async def next_result(consumer: AIOKafkaConsumer, want: str, timeout: float = 60) -> None:
@@ -58,6 +65,7 @@ async def test_table_restored_from_changelog(
     workers: list[ServerProcess] = []
     try:
         workers.append(start_worker(kafka, tmp_path, 1))
+        await ready(workers[0])
         for _ in range(5):
             await producer.send_and_wait("counter-input", b"x", key=b"a")
         for _ in range(3):
@@ -69,6 +77,7 @@ async def test_table_restored_from_changelog(
         assert workers[0].popen is not None and workers[0].popen.returncode is not None
 
         workers.append(start_worker(kafka, tmp_path, 2))
+        await ready(workers[1])
         await producer.send_and_wait("counter-input", b"x", key=b"a")
         await producer.send_and_wait("counter-input", b"x", key=b"b")
         # Counting on from 5 and 3, not from 0: the table came back from the changelog.
