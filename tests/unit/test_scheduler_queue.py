@@ -47,11 +47,7 @@ async def test_one_tick_waits_per_auction_and_past_the_bound_the_oldest_is_dropp
     assert REGISTRY.get_sample_value(DROPPED) == dropped_before
     s.on_change(timer("d", T0 + 60_000))  # a fourth: the oldest waiting (b's) is dropped
     assert REGISTRY.get_sample_value(DROPPED) == dropped_before + 1
-    loop = asyncio.create_task(s.run())
-    try:
-        await asyncio.wait_for(three.wait(), 5)
-    finally:
-        loop.cancel()
+    await run_until(s, three)
     assert [(r.key, orjson.loads(r.value)["data"]["version"]) for r in sent] == [(b"a", 2), (b"c", 1), (b"d", 1)]
 
 
@@ -74,11 +70,7 @@ async def test_a_deadline_fires_with_the_state_read_when_it_is_due_and_the_table
     s = Scheduler(60, send, send, current.get, clock=lambda: T0 + 1_000)
     s.on_change(a)
     s.on_change(b)  # b's deadline (T0 + 500) comes first, but the table holds b's version 2
-    loop = asyncio.create_task(s.run())
-    try:
-        await asyncio.wait_for(sent.wait(), 5)
-    finally:
-        loop.cancel()
+    await run_until(s, sent)
     assert [(r.key, orjson.loads(r.value)["data"]["version"]) for r in commands] == [(b"a", 1)]
     assert orjson.loads(commands[0].value)["traceparent"][3:35] == read_a.trace_id != a.trace_id
     assert s.schedule.live["b"] == Planned(version=2, ends_at_ms=T0 + 9_000, scheduled=False)
@@ -110,11 +102,7 @@ async def test_an_auction_forgotten_while_an_earlier_deadline_is_sent_is_not_fir
     s = Scheduler(60, send, send, lookup, clock=lambda: now[0])
     s.on_change(a)
     s.on_change(b)
-    loop = asyncio.create_task(s.run())
-    try:
-        await asyncio.wait_for(refired.wait(), 5)
-    finally:
-        loop.cancel()
+    await run_until(s, refired)
     assert (commands, reads) == ([b"b", b"b"], ["b", "b"])
 
 
@@ -142,12 +130,17 @@ async def test_a_deadline_whose_state_cannot_be_read_yet_fires_when_it_comes_rou
 
     s = Scheduler(60, send, send, lookup, clock=lambda: now[0])
     s.on_change(a)
+    await run_until(s, sent)
+    assert (commands, reads, list(s.schedule.live)) == ([b"a"], ["a", "a"], ["a"])
+
+
+async def run_until(s: Scheduler, event: asyncio.Event) -> None:
+    """Run the scheduler's loop until `event` is set (at most 5 s)."""
     loop = asyncio.create_task(s.run())
     try:
-        await asyncio.wait_for(sent.wait(), 5)
+        await asyncio.wait_for(event.wait(), 5)
     finally:
         loop.cancel()
-    assert (commands, reads, list(s.schedule.live)) == ([b"a"], ["a", "a"], ["a"])
 
 
 def done() -> asyncio.Future[Any]:
