@@ -284,6 +284,13 @@ class Settings:
     reconcile_interval_s: float = setting(
         "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
     )
+    reconcile_sweep_s: float = setting(
+        "RECONCILE_SWEEP_S",
+        "120",
+        _number(0.5, 86_400),
+        "every followed auction is compared with Redis at least this often (a pass compares the changed"
+        " ones and a slice of the rest; at least RECONCILE_INTERVAL)",
+    )
     ended_ttl_s: int = setting(
         "ENDED_TTL_S",
         "3600",

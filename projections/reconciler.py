@@ -1,12 +1,18 @@
 """Reconciliation: Redis compared with the timer table for the partitions this worker owns.
 
+A pass every interval compares the auctions that changed since the previous pass (once their
+change has settled) and a slice of all the others, so that every followed auction is compared
+at least once a sweep (`sweep_s`): a worker following 200,000 auctions does not read and check
+all of them every few seconds. A slice that finds anything to correct widens the same pass to
+every followed auction: most likely Redis lost what the projection had written (FLUSHALL, a
+restart without persistence, failover to a stale replica), and one pass makes it whole again.
+
 A missing entry, an older version, an ends_at (or status, or active-set score) off by
-more than 250 ms (compared inside Redis by check.lua, 500 auctions a call) is rewritten
+more than 250 ms (compared inside Redis by check.lua, BATCH auctions a call) is rewritten
 with the same compare-and-set the projection uses, recorded in the capped stream
 (projections/keys.py: `reconciliations`), audited, counted and logged. An auction Redis refuses
-for good (projections/refusals.py) is reported on every pass and the others are repaired. After Redis loses data
-(failover to a stale replica, FLUSHALL, a restart without persistence) one pass makes the
-projection whole again.
+for good (projections/refusals.py) is reported whenever a pass compares it (at least once a
+sweep) and the others are repaired.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +42,9 @@ TOLERANCE_MS = 250
 # A change this recent may simply not be projected yet; leave it to the projection consumer.
 SETTLE_MS = 1_000
 STREAM_MAXLEN = 10_000
-BATCH = 500
+# Auctions read and checked at a time: one batch's reads, decodes and argument packing run
+# without a pause (about 5 ms at 200), so deadlines due meanwhile wait no longer than that.
+BATCH = 200
 
 Publish = Callable[[outputs.Record], Awaitable[object]]
 
@@ -65,16 +74,21 @@ class Reconciler:
         self,
         store: ProjectionStore,
         interval_s: float,
+        sweep_s: float,
         publish: Publish,
         clock: Callable[[], int],
         lookup: Callable[[str], TimerState | None],
     ) -> None:
         self.store = store
         self.interval_s = interval_s
+        self.sweep_s = max(sweep_s, interval_s)
         self.publish = publish
         self.clock = clock
         self.lookup = lookup
         self.tracked: dict[str, int] = {}  # auction id -> when it last changed (0: restored)
+        self._changed: dict[str, None] = {}  # changed since their last check, oldest change first
+        self._sweep: list[str] = []  # what the current sweep has not compared yet
+        self._slice = 0  # taken from it a pass
         self._requested: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -88,10 +102,13 @@ class Reconciler:
 
     def on_change(self, state: TimerState) -> None:
         self.tracked[state.auction_id] = self.clock()
+        self._changed.pop(state.auction_id, None)  # to the back: its newest change is the latest
+        self._changed[state.auction_id] = None
 
     def rebuild(self, auction_ids: Iterable[str]) -> None:
         """After a rebalance or restart: follow the owned partitions' live auctions."""
         self.tracked = dict.fromkeys(auction_ids, 0)
+        self._changed, self._sweep = {}, []
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
@@ -121,11 +138,41 @@ class Reconciler:
                 )
 
     async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
+        """Compare `only` these auctions, or, by default, a pass's share: the settled changes
+        and the sweep's next slice, widened to every followed auction when the slice finds
+        anything wrong."""
         now = self.clock()
-        if only is None:
-            candidates = [a for a, changed_at in self.tracked.items() if now - changed_at >= SETTLE_MS]
-        else:
-            candidates = [a for a in only if a in self.tracked]
+        if only is not None:
+            return await self._check([a for a in only if a in self.tracked], now)
+        corrections = await self._check(self._settled_changes(now), now)
+        found = await self._check(self._next_slice(now), now)
+        if found:
+            self._sweep = []
+            found += await self._check(list(self.tracked), now)
+        return corrections + found
+
+    def _settled_changes(self, now: int) -> list[str]:
+        out = []
+        while self._changed:
+            auction_id = next(iter(self._changed))
+            changed_at = self.tracked.get(auction_id)
+            if changed_at is not None and now - changed_at < SETTLE_MS:
+                break
+            del self._changed[auction_id]
+            if changed_at is not None:
+                out.append(auction_id)
+        return out
+
+    def _next_slice(self, now: int) -> list[str]:
+        """The sweep's share of this pass: all followed auctions once every sweep_s, less those
+        whose latest change has not settled (they are compared as changes once it has)."""
+        if not self._sweep:
+            self._sweep = list(self.tracked)
+            self._slice = math.ceil(len(self._sweep) * self.interval_s / self.sweep_s)
+        taken, self._sweep[-self._slice :] = self._sweep[-self._slice :], []
+        return [a for a in taken if now - self.tracked.get(a, now) >= SETTLE_MS]
+
+    async def _check(self, candidates: list[str], now: int) -> list[Correction]:
         corrections: list[Correction] = []
         for start in range(0, len(candidates), BATCH):
             states = self._states(candidates[start : start + BATCH], now)

@@ -36,7 +36,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         audits.append(record)
 
     copies: dict[str, TimerState] = {}
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=copies.get)
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=copies.get)
     bases = {}
     for auction_id in AUCTIONS:
         state, _ = apply(None, envelope(started(auction_id, T0, T0 + 600_000), time_ms=T0))
@@ -98,7 +98,8 @@ async def test_corrections_are_streamed_audited_and_counted(redis_server: RedisS
 
     state, _ = apply(None, envelope(started("fix-1", T0, T0 + 60_000), time_ms=T0))
     assert state is not None
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup={"fix-1": state}.get)
+    lookup = {"fix-1": state}.get
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=lookup)
     reconciler.rebuild(["fix-1"])
     [missing] = await reconciler.pass_once()
     assert (missing.what, missing.old) == ("missing", None)
@@ -129,10 +130,59 @@ async def test_the_reconciler_follows_ids_and_lets_go_of_what_no_longer_belongs_
     async def publish(record: object) -> None:
         pass
 
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
     reconciler.rebuild(["live", "gone", "old"])
     assert [c.auction_id for c in await reconciler.pass_once()] == ["live"]
     assert list(reconciler.tracked) == ["live"]
     assert await client.exists(store.keys.timer("gone"), store.keys.timer("old")) == 0
     await client.delete(store.keys.timer("live"), store.keys.active, store.keys.reconciliations)
+    await client.aclose()
+
+
+async def test_a_pass_compares_changes_and_a_slice_and_everything_once_the_slice_finds_redis_lost_data(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    """At a 10 s interval and a 40 s sweep, a pass compares the settled changes and a quarter of
+    the other followed auctions (which ones: the states it read); a slice that finds one wrong
+    (Redis lost what was projected) widens that pass to all of them."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    now = [T0]
+    ids = [f"slice-{i}" for i in range(8)]
+    table = {a: s for a in ids if (s := apply(None, envelope(started(a, T0, T0 + 600_000), time_ms=T0))[0])}
+    read: list[str] = []
+
+    def lookup(auction_id: str) -> TimerState | None:
+        read.append(auction_id)
+        return table.get(auction_id)
+
+    async def publish(record: object) -> None:
+        pass
+
+    async def one_pass() -> tuple[list[str], list[str]]:
+        """The auctions a pass read, and those it corrected."""
+        read.clear()
+        fixed = [c.auction_id for c in await reconciler.pass_once()]
+        return sorted(read), sorted(fixed)
+
+    reconciler = Reconciler(store, interval_s=10, sweep_s=40, publish=publish, clock=lambda: now[0], lookup=lookup)
+    reconciler.rebuild(ids)
+    await store.write([Projected.of(s.public()) for s in table.values()], "newer", T0)
+
+    # One sweep over four passes compares each auction once, two a pass.
+    sweep = [await one_pass() for _ in range(4)]
+    assert sweep == [(ids[6:8], []), (ids[4:6], []), (ids[2:4], []), (ids[0:2], [])]
+
+    # A change whose projection was lost is compared once it has settled, outside the slices.
+    table["slice-0"] = replace(table["slice-0"], version=2)
+    reconciler.on_change(table["slice-0"])
+    assert await one_pass() == (ids[6:8], [])  # not settled yet
+    now[0] += 2_000
+    assert await one_pass() == (sorted(["slice-0", *ids[4:6]]), ["slice-0"])
+
+    # Redis lost two projected auctions; the slice meets one of them, so the pass compares all.
+    await client.delete(store.keys.timer("slice-2"), store.keys.timer("slice-7"))
+    compared, fixed = await one_pass()
+    assert (set(compared), fixed) == (set(ids), ["slice-2", "slice-7"])
+    await client.delete(*(store.keys.timer(a) for a in ids), store.keys.active, store.keys.reconciliations)
     await client.aclose()
