@@ -1,11 +1,18 @@
 """Reconciliation: Redis compared with the timer table for the partitions this worker owns.
 
 A pass every interval compares the auctions that changed since the previous pass (once their
-change has settled) and a slice of all the others, so that every followed auction is compared
-at least once a sweep (`sweep_s`): a worker following 200,000 auctions does not read and check
-all of them every few seconds. A slice that finds anything to correct widens the same pass to
-every followed auction: most likely Redis lost what the projection had written (FLUSHALL, a
-restart without persistence, failover to a stale replica), and one pass makes it whole again.
+change has settled: the projection consumer has had its turn) and a slice of all the others,
+so that every followed auction is compared at least once a sweep (`sweep_s`): a worker
+following 200,000 auctions does not read and check all of them every few seconds.
+
+A pass compares every followed auction instead when Redis may have lost what was projected
+before the previous pass ended: after this worker started or was given partitions, after a
+pass failed, and when the marker the previous pass left in Redis (its number, under a key of
+this worker's own) is not there as written: FLUSHALL, a restart without persistence, failover
+to a replica that had not copied it. Redis replicates in order, so a replica that has the
+marker has every write made before it; what it may miss came after, and is an auction changed
+since, compared as a change. One pass makes the projection of live auctions whole again; an
+ended auction is compared once, when its end has settled, and not repaired after that.
 
 A missing entry, an older version, an ends_at (or status, or active-set score) off by
 more than 250 ms (compared inside Redis by check.lua, BATCH auctions a call) is rewritten
@@ -21,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +73,9 @@ class Correction:
 
 
 class Reconciler:
-    """Follows by id, with when each last changed, the auctions whose projection belongs in
-    Redis: the live ones restored or seen, and those seen ending until their hash expires.
+    """Follows by id, with when each last changed, the live auctions (restored or seen) and
+    those seen ending, until a pass has compared their end: after that an ended auction's hash
+    only waits out its TTL (a worker holding a million ended auctions follows none of them).
     `lookup` reads an auction's state when a pass checks it (None once it is not this worker's),
     so that 200,000 followed auctions cost ids, not states."""
 
@@ -81,7 +90,7 @@ class Reconciler:
     ) -> None:
         self.store = store
         self.interval_s = interval_s
-        self.sweep_s = max(sweep_s, interval_s)
+        self.sweep_s = sweep_s
         self.publish = publish
         self.clock = clock
         self.lookup = lookup
@@ -89,6 +98,9 @@ class Reconciler:
         self._changed: dict[str, None] = {}  # changed since their last check, oldest change first
         self._sweep: list[str] = []  # what the current sweep has not compared yet
         self._slice = 0  # taken from it a pass
+        self._everything = True  # the next pass compares every followed auction
+        self._marker = store.keys.reconciled(uuid.uuid4().hex)
+        self._passes = 0  # the marker's value: passes completed
         self._requested: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -106,9 +118,10 @@ class Reconciler:
         self._changed[state.auction_id] = None
 
     def rebuild(self, auction_ids: Iterable[str]) -> None:
-        """After a rebalance or restart: follow the owned partitions' live auctions."""
+        """After a rebalance or restart: follow the owned partitions' live auctions, all of them
+        compared by the next pass."""
         self.tracked = dict.fromkeys(auction_ids, 0)
-        self._changed, self._sweep = {}, []
+        self._changed, self._sweep, self._everything = {}, [], True
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
@@ -121,14 +134,15 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_pass - loop.time()))
             self._wake.clear()
-            only: list[str] | None = None
-            if loop.time() < next_pass:
-                only, self._requested = list(self._requested), set()
-            else:
+            requested, self._requested = list(self._requested), set()
+            due = loop.time() >= next_pass
+            if due:
                 next_pass = loop.time() + self.interval_s
             try:
-                fixed = await self.pass_once(only)
-                RECONCILE_PASSES.labels("ok" if only is None else "requested").inc()
+                fixed = await self.pass_once(requested) if requested else []
+                if due:
+                    fixed += await self.pass_once()
+                RECONCILE_PASSES.labels("ok" if due else "requested").inc()
                 if fixed:
                     log.info("reconciliation pass corrected entries", extra={"corrections": len(fixed)})
             except (RedisError, OSError) as exc:
@@ -138,54 +152,74 @@ class Reconciler:
                 )
 
     async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
-        """Compare `only` these auctions, or, by default, a pass's share: the settled changes
-        and the sweep's next slice, widened to every followed auction when the slice finds
-        anything wrong."""
-        now = self.clock()
+        """Compare `only` these auctions at once, or, by default, a pass's share: the settled
+        changes and the sweep's next slice, or every followed auction when Redis may have lost
+        what was projected (see the module's doc)."""
         if only is not None:
-            return await self._check([a for a in only if a in self.tracked], now)
-        corrections = await self._check(self._settled_changes(now), now)
-        found = await self._check(self._next_slice(now), now)
-        if found:
+            return await self._check([a for a in only if a in self.tracked], settled_only=False)
+        changes = self._settled_changes(self.clock())
+        everything, self._everything = self._everything, True  # True until this pass has done its share
+        everything = everything or not await self._marker_holds()
+        if everything:
             self._sweep = []
-            found += await self._check(list(self.tracked), now)
-        return corrections + found
+            corrections = await self._check(list(self.tracked), settled_only=True)
+        else:
+            corrections = await self._check(changes, settled_only=True)
+            corrections += await self._check(self._next_slice(), settled_only=True)
+        self._passes += 1
+        await self.store.client.set(self._marker, self._passes, ex=max(3_600, int(10 * self.sweep_s)))
+        self._everything = False
+        return corrections
+
+    async def _marker_holds(self) -> bool:
+        held = await self.store.client.get(self._marker)
+        return (held.decode() if isinstance(held, bytes) else held) == str(self._passes)
 
     def _settled_changes(self, now: int) -> list[str]:
-        out = []
-        while self._changed:
-            auction_id = next(iter(self._changed))
+        """Take the changes that have settled (oldest first) off the changed ones."""
+        settled: list[str] = []
+        pending = iter(self._changed)
+        for auction_id in pending:
             changed_at = self.tracked.get(auction_id)
             if changed_at is not None and now - changed_at < SETTLE_MS:
-                break
-            del self._changed[auction_id]
+                # Rebuilt, not deleted from the front one by one: a dict's iteration walks past
+                # the slots of deleted entries, so that would cost the square of the changes.
+                self._changed = {auction_id: None, **dict.fromkeys(pending)}
+                return settled
             if changed_at is not None:
-                out.append(auction_id)
-        return out
+                settled.append(auction_id)
+        self._changed = {}
+        return settled
 
-    def _next_slice(self, now: int) -> list[str]:
-        """The sweep's share of this pass: all followed auctions once every sweep_s, less those
-        whose latest change has not settled (they are compared as changes once it has)."""
+    def _next_slice(self) -> list[str]:
+        """The sweep's share of this pass: every followed auction once every sweep_s."""
         if not self._sweep:
             self._sweep = list(self.tracked)
             self._slice = math.ceil(len(self._sweep) * self.interval_s / self.sweep_s)
         taken, self._sweep[-self._slice :] = self._sweep[-self._slice :], []
-        return [a for a in taken if now - self.tracked.get(a, now) >= SETTLE_MS]
+        return taken
 
-    async def _check(self, candidates: list[str], now: int) -> list[Correction]:
+    async def _check(self, candidates: list[str], settled_only: bool) -> list[Correction]:
         corrections: list[Correction] = []
         for start in range(0, len(candidates), BATCH):
-            states = self._states(candidates[start : start + BATCH], now)
+            now = self.clock()
+            states = self._states(candidates[start : start + BATCH], now, settled_only)
             if states:
                 corrections += await self._reconcile(states, now)
+            for state in states:
+                if not state.live:  # compared once its end settled: from now on its hash waits out its TTL
+                    self.tracked.pop(state.auction_id, None)
         return corrections
 
-    def _states(self, auction_ids: list[str], now: int) -> list[TimerState]:
+    def _states(self, auction_ids: list[str], now: int, settled_only: bool) -> list[TimerState]:
         """The states of a batch, read at once; an auction revoked meanwhile (during the pass's
-        awaits) is skipped, and one that no longer belongs in Redis is no longer followed."""
+        awaits) is skipped, and one that no longer belongs in Redis is no longer followed. With
+        `settled_only`, so is an auction whose latest change has not settled yet (it may not be
+        projected yet; it is compared as a change once it has)."""
         states = []
         for auction_id in auction_ids:
-            if auction_id not in self.tracked:
+            changed_at = self.tracked.get(auction_id)
+            if changed_at is None or (settled_only and now - changed_at < SETTLE_MS):
                 continue
             try:
                 state = self.lookup(auction_id)

@@ -7,8 +7,11 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from infra.ports import free_port
 from infra.redis_server import RedisServer
 from projections.keys import Keys
 from projections.reconciler import Reconciler
@@ -119,32 +122,38 @@ async def test_the_reconciler_follows_ids_and_lets_go_of_what_no_longer_belongs_
     redis_server: RedisServer, key_prefix: str
 ) -> None:
     """It keeps ids, not states: a pass reads each state when it checks it, repairs what is
-    wrong, and stops following an auction that left the table or whose hash has expired."""
+    wrong, and stops following an auction that left the table or whose hash has expired, and
+    an ended one once it has compared its end."""
     client = aioredis.Redis(port=redis_server.port, decode_responses=True)
     store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
     live, ended = (apply(None, envelope(started(a, T0, T0 + 60_000), time_ms=T0))[0] for a in ("live", "old"))
     assert live is not None and ended is not None
+    done = replace(ended, auction_id="done", status="ended", version=2, ended_at_ms=T0 - 2_000)
     ended = replace(ended, status="ended", version=2, ended_at_ms=T0 - 61_000)
-    table: dict[str, TimerState] = {"live": live, "old": ended}  # "gone" left the table
+    table: dict[str, TimerState] = {"live": live, "old": ended, "done": done}  # "gone" left the table
 
     async def publish(record: object) -> None:
         pass
 
     reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
     reconciler.rebuild(["live", "gone", "old"])
-    assert [c.auction_id for c in await reconciler.pass_once()] == ["live"]
+    reconciler.on_change(done)  # seen ending two seconds ago: its hash belongs in Redis for a minute
+    reconciler.tracked["done"] = T0 - 2_000
+    assert sorted(c.auction_id for c in await reconciler.pass_once()) == ["done", "live"]
     assert list(reconciler.tracked) == ["live"]
     assert await client.exists(store.keys.timer("gone"), store.keys.timer("old")) == 0
-    await client.delete(store.keys.timer("live"), store.keys.active, store.keys.reconciliations)
+    assert (await store.read("done") or {}).get("status") == "ended"
+    await client.delete(store.keys.timer("live"), store.keys.timer("done"), store.keys.active)
+    await client.delete(store.keys.reconciliations)
     await client.aclose()
 
 
-async def test_a_pass_compares_changes_and_a_slice_and_everything_once_the_slice_finds_redis_lost_data(
+async def test_a_pass_compares_changes_and_a_slice_and_everything_when_redis_may_have_lost_data(
     redis_server: RedisServer, key_prefix: str
 ) -> None:
     """At a 10 s interval and a 40 s sweep, a pass compares the settled changes and a quarter of
-    the other followed auctions (which ones: the states it read); a slice that finds one wrong
-    (Redis lost what was projected) widens that pass to all of them."""
+    the other followed auctions (which: the states it read). It compares all of them first, after
+    a failed pass, and when its marker is gone from Redis or older than the last it wrote."""
     client = aioredis.Redis(port=redis_server.port, decode_responses=True)
     store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
     now = [T0]
@@ -165,24 +174,51 @@ async def test_a_pass_compares_changes_and_a_slice_and_everything_once_the_slice
         fixed = [c.auction_id for c in await reconciler.pass_once()]
         return sorted(read), sorted(fixed)
 
+    async def marker() -> str:
+        [key] = [k async for k in client.scan_iter(f"{store.keys.service}reconciled:*")]
+        return str(key)
+
     reconciler = Reconciler(store, interval_s=10, sweep_s=40, publish=publish, clock=lambda: now[0], lookup=lookup)
     reconciler.rebuild(ids)
-    await store.write([Projected.of(s.public()) for s in table.values()], "newer", T0)
+    assert await one_pass() == (ids, ids)  # the first pass compares all (here: projects all)
 
-    # One sweep over four passes compares each auction once, two a pass.
+    # A sweep over four passes compares each auction once, two a pass.
     sweep = [await one_pass() for _ in range(4)]
-    assert sweep == [(ids[6:8], []), (ids[4:6], []), (ids[2:4], []), (ids[0:2], [])]
+    assert all(len(compared) == 2 and fixed == [] for compared, fixed in sweep)
+    assert sorted(a for compared, _ in sweep for a in compared) == ids
 
-    # A change whose projection was lost is compared once it has settled, outside the slices.
+    # A change whose projection was lost is compared once it has settled, not before.
     table["slice-0"] = replace(table["slice-0"], version=2)
     reconciler.on_change(table["slice-0"])
-    assert await one_pass() == (ids[6:8], [])  # not settled yet
-    now[0] += 2_000
-    assert await one_pass() == (sorted(["slice-0", *ids[4:6]]), ["slice-0"])
-
-    # Redis lost two projected auctions; the slice meets one of them, so the pass compares all.
-    await client.delete(store.keys.timer("slice-2"), store.keys.timer("slice-7"))
     compared, fixed = await one_pass()
-    assert (set(compared), fixed) == (set(ids), ["slice-2", "slice-7"])
-    await client.delete(*(store.keys.timer(a) for a in ids), store.keys.active, store.keys.reconciliations)
+    assert "slice-0" not in compared and fixed == []
+    now[0] += 2_000
+    compared, fixed = await one_pass()
+    assert "slice-0" in compared and len(compared) == 3 and fixed == ["slice-0"]
+
+    # Failover to a replica that missed the last marker and a write before it: all compared, but
+    # for an auction whose change has not settled (its projection may be on its way).
+    key = await marker()
+    await client.set(key, int(str(await client.get(key))) - 1)
+    await client.delete(store.keys.timer("slice-5"))
+    table["slice-3"] = replace(table["slice-3"], version=2)
+    reconciler.on_change(table["slice-3"])
+    assert await one_pass() == ([a for a in ids if a != "slice-3"], ["slice-5"])
+    now[0] += 2_000
+    compared, fixed = await one_pass()
+    assert "slice-3" in compared and fixed == ["slice-3"]
+
+    # FLUSHALL (here: our keys): all compared, all projected again.
+    await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
+    assert await one_pass() == (ids, ids)
+
+    # A pass that fails (Redis unreachable) leaves the next one to compare all.
+    reconciler.store = ProjectionStore(aioredis.Redis(port=free_port()), store.keys, ended_ttl_s=60)
+    with pytest.raises(RedisError):
+        await reconciler.pass_once()
+    reconciler.store = store
+    assert (await one_pass())[0] == ids
+    assert len((await one_pass())[0]) == 2
+    await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
+    await client.delete(store.keys.reconciliations)
     await client.aclose()
