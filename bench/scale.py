@@ -295,7 +295,7 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true", help="py-spy the worker while it is loaded")
     args = parser.parse_args()
     figures = main(args.live, args.ended, args.profile)
-    if (args.live, args.ended) == tuple(FULL.values()) and not args.profile:
+    if (args.live, args.ended) == tuple(FULL.values()):
         write("scale", figures)
     else:
         print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
