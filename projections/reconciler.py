@@ -5,14 +5,18 @@ change has settled: the projection consumer has had its turn) and a slice of all
 so that every followed auction is compared at least once a sweep (`sweep_s`): a worker
 following 200,000 auctions does not read and check all of them every few seconds.
 
-A pass compares every followed auction instead when Redis may have lost what was projected
-before the previous pass ended: after this worker started or was given partitions, after a
-pass failed, and when the marker the previous pass left in Redis (its number, under a key of
-this worker's own) is not there as written: FLUSHALL, a restart without persistence, failover
-to a replica that had not copied it. Redis replicates in order, so a replica that has the
-marker has every write made before it; what it may miss came after, and is an auction changed
-since, compared as a change. One pass makes the projection of live auctions whole again; an
-ended auction is compared once, when its end has settled, and not repaired after that.
+Each pass ends by setting a marker in Redis (its number, under a key of this worker's own) and
+reading back, in the same command, the one it replaces. A pass compares every followed auction
+instead when Redis may have lost what was projected: after this worker started or was given
+partitions, after a pass failed, when the marker is not there as the previous pass wrote it,
+and after a pass that found its marker replaced meanwhile (FLUSHALL, a restart without
+persistence, failover to a replica that had not copied it). Redis replicates in order, so a
+replica holding a pass's marker holds every write made before it; what it may miss came later:
+the repairs of the pass after it, and the projection's writes of changes since, which that
+pass or the next compares. So each pass also compares again what the previous one compared,
+and one pass after a loss makes the projection of live auctions whole. An ended auction is
+followed until a pass has compared it twice; then its hash waits out its TTL, and only a
+Reconcile command for it compares it again.
 
 A missing entry, an older version, an ends_at (or status, or active-set score) off by
 more than 250 ms (compared inside Redis by check.lua, BATCH auctions a call) is rewritten
@@ -74,7 +78,7 @@ class Correction:
 
 class Reconciler:
     """Follows by id, with when each last changed, the live auctions (restored or seen) and
-    those seen ending, until a pass has compared their end: after that an ended auction's hash
+    those seen ending, until passes have compared their end twice: then an ended auction's hash
     only waits out its TTL (a worker holding a million ended auctions follows none of them).
     `lookup` reads an auction's state when a pass checks it (None once it is not this worker's),
     so that 200,000 followed auctions cost ids, not states."""
@@ -99,6 +103,8 @@ class Reconciler:
         self._sweep: list[str] = []  # what the current sweep has not compared yet
         self._slice = 0  # taken from it a pass
         self._everything = True  # the next pass compares every followed auction
+        self._last: list[str] = []  # what the previous pass compared: the next compares it again
+        self._generation = 0  # rebuilds so far
         self._marker = store.keys.reconciled(uuid.uuid4().hex)
         self._passes = 0  # the marker's value: passes completed
         self._requested: set[str] = set()
@@ -122,6 +128,7 @@ class Reconciler:
         compared by the next pass."""
         self.tracked = dict.fromkeys(auction_ids, 0)
         self._changed, self._sweep, self._everything = {}, [], True
+        self._generation += 1
 
     def revoke(self, auction_ids: Iterable[str]) -> None:
         for auction_id in auction_ids:
@@ -138,42 +145,54 @@ class Reconciler:
             due = loop.time() >= next_pass
             if due:
                 next_pass = loop.time() + self.interval_s
-            try:
-                fixed = await self.pass_once(requested) if requested else []
-                if due:
-                    fixed += await self.pass_once()
-                RECONCILE_PASSES.labels("ok" if due else "requested").inc()
-                if fixed:
-                    log.info("reconciliation pass corrected entries", extra={"corrections": len(fixed)})
-            except (RedisError, OSError) as exc:
-                RECONCILE_PASSES.labels("redis_error").inc()
-                log.warning(
-                    "reconciliation pass failed; next pass retries", extra={"error": f"{type(exc).__name__}: {exc}"}
-                )
+            if requested:
+                await self._attempt(requested)
+            if due:
+                await self._attempt(None)
+
+    async def _attempt(self, only: list[str] | None) -> None:
+        try:
+            fixed = await self.pass_once(only)
+            RECONCILE_PASSES.labels("ok" if only is None else "requested").inc()
+            if fixed:
+                log.info("reconciliation pass corrected entries", extra={"corrections": len(fixed)})
+        except (RedisError, OSError) as exc:
+            RECONCILE_PASSES.labels("redis_error").inc()
+            if only is not None:
+                self._requested.update(only)  # asked again with the next pass
+            log.warning(
+                "reconciliation pass failed; next pass retries", extra={"error": f"{type(exc).__name__}: {exc}"}
+            )
 
     async def pass_once(self, only: Iterable[str] | None = None) -> list[Correction]:
         """Compare `only` these auctions at once, or, by default, a pass's share: the settled
         changes and the sweep's next slice, or every followed auction when Redis may have lost
         what was projected (see the module's doc)."""
-        if only is not None:
-            return await self._check([a for a in only if a in self.tracked], settled_only=False)
+        if only is not None:  # followed or not (an ended auction is followed until compared twice)
+            return await self._check(list(dict.fromkeys(only)), settled_only=False, followed_only=False)
+        generation = self._generation
         changes = self._settled_changes(self.clock())
         everything, self._everything = self._everything, True  # True until this pass has done its share
-        everything = everything or not await self._marker_holds()
+        seen = _text(await self.store.client.get(self._marker))
+        everything = everything or seen != (str(self._passes) if self._passes else None)
+        again, self._last = self._last, []
+        share = list(self.tracked) if everything else changes + self._next_slice()
         if everything:
             self._sweep = []
-            corrections = await self._check(list(self.tracked), settled_only=True)
-        else:
-            corrections = await self._check(changes, settled_only=True)
-            corrections += await self._check(self._next_slice(), settled_only=True)
+        # What the previous pass compared, once more: Redis may have lost its repairs, and the
+        # projection's writes since, without the marker that pass ended with (see the module's doc).
+        corrections = await self._check(again, settled_only=True, untrack_ended=True)
+        corrections += await self._check(share, settled_only=True)
+        self._last = share
+        # Set and read back in one command: a marker other than the one this pass found means
+        # Redis lost data during the pass, so the next compares everything.
+        held = await self.store.client.set(
+            self._marker, self._passes + 1, ex=max(3_600, int(10 * self.sweep_s)), get=True
+        )
         self._passes += 1
-        await self.store.client.set(self._marker, self._passes, ex=max(3_600, int(10 * self.sweep_s)))
-        self._everything = False
+        if _text(held) == seen and generation == self._generation:
+            self._everything = False
         return corrections
-
-    async def _marker_holds(self) -> bool:
-        held = await self.store.client.get(self._marker)
-        return (held.decode() if isinstance(held, bytes) else held) == str(self._passes)
 
     def _settled_changes(self, now: int) -> list[str]:
         """Take the changes that have settled (oldest first) off the changed ones."""
@@ -199,19 +218,21 @@ class Reconciler:
         taken, self._sweep[-self._slice :] = self._sweep[-self._slice :], []
         return taken
 
-    async def _check(self, candidates: list[str], settled_only: bool) -> list[Correction]:
+    async def _check(
+        self, candidates: list[str], settled_only: bool, followed_only: bool = True, untrack_ended: bool = False
+    ) -> list[Correction]:
         corrections: list[Correction] = []
         for start in range(0, len(candidates), BATCH):
             now = self.clock()
-            states = self._states(candidates[start : start + BATCH], now, settled_only)
+            states = self._states(candidates[start : start + BATCH], now, settled_only, followed_only)
             if states:
                 corrections += await self._reconcile(states, now)
             for state in states:
-                if not state.live:  # compared once its end settled: from now on its hash waits out its TTL
+                if untrack_ended and not state.live:  # compared twice since it ended: its hash waits out its TTL
                     self.tracked.pop(state.auction_id, None)
         return corrections
 
-    def _states(self, auction_ids: list[str], now: int, settled_only: bool) -> list[TimerState]:
+    def _states(self, auction_ids: list[str], now: int, settled_only: bool, followed_only: bool) -> list[TimerState]:
         """The states of a batch, read at once; an auction revoked meanwhile (during the pass's
         awaits) is skipped, and one that no longer belongs in Redis is no longer followed. With
         `settled_only`, so is an auction whose latest change has not settled yet (it may not be
@@ -219,7 +240,9 @@ class Reconciler:
         states = []
         for auction_id in auction_ids:
             changed_at = self.tracked.get(auction_id)
-            if changed_at is None or (settled_only and now - changed_at < SETTLE_MS):
+            if changed_at is None and followed_only:
+                continue
+            if settled_only and changed_at is not None and now - changed_at < SETTLE_MS:
                 continue
             try:
                 state = self.lookup(auction_id)
@@ -227,7 +250,7 @@ class Reconciler:
                 log.exception("reconciler could not read a state", extra={"auction_id": auction_id})
                 continue
             if state is None or not self._keep(state, now):
-                del self.tracked[auction_id]
+                self.tracked.pop(auction_id, None)
                 continue
             states.append(state)
         return states
@@ -304,3 +327,8 @@ class Reconciler:
             )  # fmt: skip
             record_id = f"{c.auction_id}:reconcile-{now}:reconciled"
             await self.publish(outputs.audit(entry, now, record_id, source="urn:auction-timer:reconciler"))
+
+
+def _text(value: object) -> str | None:
+    """A Redis reply as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
