@@ -284,6 +284,14 @@ class Settings:
     reconcile_interval_s: float = setting(
         "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
     )
+    reconcile_sweep_s: float = setting(
+        "RECONCILE_SWEEP_S",
+        "120",
+        _number(0.5, 240),
+        "every followed auction is compared with Redis at least this often (a pass compares the changed"
+        " ones and a slice of the rest); at least RECONCILE_INTERVAL, at most 240 s (a refused auction is"
+        " reported when compared, within the AuctionProjectionRefused alert's 5-minute window)",
+    )
     ended_ttl_s: int = setting(
         "ENDED_TTL_S",
         "3600",
@@ -402,6 +410,11 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}ENDED_TTL_S={self.ended_ttl_s} keeps ended timers in Redis longer than"
                 f" {PREFIX}ENDED_RETENTION keeps them in the table ({self.ended_retention_ms} ms); lower it"
+            )
+        if self.reconcile_sweep_s < self.reconcile_interval_s:
+            raise SettingsError(
+                f"{PREFIX}RECONCILE_SWEEP_S={self.reconcile_sweep_s} is shorter than {PREFIX}RECONCILE_INTERVAL_S"
+                f"={self.reconcile_interval_s}: a sweep takes at least one pass"
             )
         wanted = LONGEST_AUCTION_MS + self.ended_retention_ms
         if self.input_retention_ms != -1 and self.input_retention_ms < wanted:

@@ -165,7 +165,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
     async def publish(record: Record) -> object:
         return await delivery.deliver([Outgoing.of(record)])
 
-    reconciler = Reconciler(store, settings.reconcile_interval_s, publish, wall_ms, owned_state)
+    reconciler = Reconciler(
+        store, settings.reconcile_interval_s, settings.reconcile_sweep_s, publish, wall_ms, owned_state
+    )
 
     def on_changes(changes: list[TimerChanged]) -> None:
         for change in changes:

@@ -1,4 +1,4 @@
-"""State at scale: one worker holding LIVE live and ENDED ended auctions (defaults 200,000 and
+"""State at scale: one worker holding `--live` live and `--ended` ended auctions (defaults 200,000 and
 1,000,000), RocksDB store. Reports RSS, bytes per auction (in memory, on disk, encoded), restart
 to ready after kill -9 (RocksDB, then the memory store reading the whole changelog, in the same
 run), a standby's takeover of a stopped worker, completion lateness and bids folded while
@@ -10,9 +10,9 @@ in production. One Kafka broker, one Redis and the worker(s) share this machine'
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rocksdict import AccessType, Rdict
 
 from bench.common import stack, summary, write
 from bench.metrics_scrape import scrape
+from bench.profile import Profile, summarize
 from infra.ports import free_port
 from infra.process import ServerProcess
 from streams import events as ev
@@ -37,8 +39,7 @@ from tests.support.gateway import timer
 from tests.support.stack import APP_ID, Stack
 from tests.support.waiting import eventually
 
-LIVE = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-ENDED = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+FULL = {"live": 200_000, "ended": 1_000_000}
 POLICY = ev.Policy(soft_close_window_ms=60_000, extension_ms=60_000, max_extension_ms=3_600_000)
 BID_RATE, STORM_S, ENDING = 3_000, 30, 1_000
 PAGE = 4096
@@ -103,8 +104,8 @@ async def ends_of(bootstrap: str, topic: str) -> int:
     return sum((await end_offsets_by_partition(bootstrap, topic)).values())
 
 
-async def lateness_under_load(s: Stack, port: int) -> dict[str, object]:
-    """Bids at BID_RATE/s on the live auctions for STORM_S s while ENDING auctions end."""
+async def lateness_under_load(s: Stack, port: int, live: int, pid: int, profile: Path | None) -> dict[str, object]:
+    """Bids at BID_RATE/s on the `live` auctions for STORM_S s while ENDING auctions end."""
     bootstrap = s.kafka.bootstrap
     now = wall_ms()
     ends = {f"ending-{i}": now + 10_000 + i * (STORM_S - 15) * 1_000 // ENDING for i in range(ENDING)}
@@ -114,10 +115,11 @@ async def lateness_under_load(s: Stack, port: int) -> dict[str, object]:
     sent = 0
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
+    profiler = Profile(pid, profile) if profile else None
     try:
         while (elapsed := time.monotonic() - started) < STORM_S:
             while sent < elapsed * BID_RATE:  # the load's pace: BID_RATE a second, caught up if behind
-                auction = f"live-{sent * 7919 % LIVE}"
+                auction = f"live-{sent * 7919 % live}"
                 rec = outputs.input_record(ev.BidPlaced(auction, f"s-{sent}", "u", "1", wall_ms()), f"s-{sent}",
                                            wall_ms(), new_traceparent(), "bench")  # fmt: skip
                 await producer.send(rec.topic, rec.value, key=rec.key)
@@ -126,6 +128,8 @@ async def lateness_under_load(s: Stack, port: int) -> dict[str, object]:
         await producer.flush()
     finally:
         await producer.stop()
+        if profiler:
+            profiler.stop()
     window = time.monotonic() - started
     folded_after = scrape(f"http://127.0.0.1:{port}/metrics")
     key = f'auctions_timer_events_total{{topic="{topics.BID_PLACED}"}}'
@@ -138,6 +142,7 @@ async def lateness_under_load(s: Stack, port: int) -> dict[str, object]:
         "ending_auctions": ENDING,
         "completion_lateness_ms": summary(lateness),
         "tick_records_per_s": round(ticks / window, 1),
+        **({"profile": summarize(profile, window)} if profile else {}),
     }
 
 
@@ -161,12 +166,12 @@ async def completion_lateness(bootstrap: str, ends: dict[str, int]) -> list[int]
     return list(found.values())
 
 
-def main() -> dict[str, object]:
+def main(live: int, ended: int, profile: bool) -> dict[str, object]:
     with stack(AUCTION_TIMER_LOG_LEVEL="WARNING", AUCTION_TIMER_ENDED_TTL_S="60") as s:
-        return asyncio.run(measure(s))
+        return asyncio.run(measure(s, live, ended, s.workdir / "worker.pyspy.txt" if profile else None))
 
 
-async def measure(s: Stack) -> dict[str, object]:
+async def measure(s: Stack, live: int, ended: int, profile: Path | None) -> dict[str, object]:
     bootstrap = s.kafka.bootstrap
     await ensure_topics(TopicPlan(bootstrap, 8, 0, APP_ID))  # before the worker: the input waits for it
     port = free_port()
@@ -175,18 +180,22 @@ async def measure(s: Stack) -> dict[str, object]:
     sampling = asyncio.create_task(peak.run())
     now = wall_ms()
     t0 = time.monotonic()
-    ended = [ev.AuctionStarted(f"ended-{i}", now - 7_200_000, now - 3_600_000, POLICY, "m") for i in range(ENDED)]
-    await produce(bootstrap, ended)
-    await produce(bootstrap, [ev.AuctionStarted(f"live-{i}", now, now + 7_200_000, POLICY, "m") for i in range(LIVE)])
-    await until(lambda: _completed_at_least(port, ENDED), 1_800, "the ended auctions completed")
+    await produce(bootstrap, [ev.AuctionStarted(f"ended-{i}", now - 7_200_000, now - 3_600_000, POLICY, "m")
+                              for i in range(ended)])  # fmt: skip
+    await produce(bootstrap, [ev.AuctionStarted(f"live-{i}", now, now + 7_200_000, POLICY, "m") for i in range(live)])
+    await until(lambda: _completed_at_least(port, ended), 1_800, "the ended auctions completed")
     await until(lambda: committed_to_end(bootstrap), 600, "everything committed")
     load_s = time.monotonic() - t0
+    # Measured loaded, not loading: the projection consumer (same process) has 2.2 million timer
+    # events of the bulk load to write to Redis first, a backlog a real catalogue never has at once.
+    projected_s = await until(lambda: projection_caught_up(bootstrap), 1_800, "the projection caught up")
     sampling.cancel()
     rss = rss_bytes(worker)
     disk = du(s.workdir / "w1")
     live_state = timer("live-x", 7_200_000)
     ended_state = replace(live_state, status="ended", version=2, ended_at_ms=live_state.ends_at_ms)
-    loaded = await lateness_under_load(s, port)
+    assert worker.popen is not None
+    loaded = await lateness_under_load(s, port, live, worker.popen.pid, profile)
 
     # Standby: a second worker joins, copies the table, then the first stops.
     port2 = free_port()
@@ -197,7 +206,7 @@ async def measure(s: Stack) -> dict[str, object]:
     # from the stop's SIGTERM (the first worker's shutdown and its leaving the group included).
     stopped_at = time.monotonic()
     worker.stop()
-    await until(lambda: scheduling_at_least(port2, LIVE), 600, "the takeover")
+    await until(lambda: scheduling_at_least(port2, live), 600, "the takeover")
     takeover_s = time.monotonic() - stopped_at
     second.stop()
 
@@ -213,19 +222,32 @@ async def measure(s: Stack) -> dict[str, object]:
     memory_ready_s = await until(lambda: ready(port), 900, "ready (memory store)")
     memory.stop()
     return {
-        "live_auctions": LIVE,
-        "ended_auctions": ENDED,
+        "live_auctions": live,
+        "ended_auctions": ended,
         "load_s": round(load_s, 1),
+        "projection_caught_up_after_load_s": round(projected_s, 1),
         "worker_rss_mib": round(rss / 2**20),
         "worker_peak_rss_while_loading_mib": round(peak.peak / 2**20),
-        "rss_bytes_per_auction": round(rss / (LIVE + ENDED)),
-        "rocksdb_bytes_per_auction": round(disk / (LIVE + ENDED)),
+        "rss_bytes_per_auction": round(rss / (live + ended)),
+        "rocksdb_bytes_per_auction": round(disk / (live + ended)),
         "encoded_state_bytes": {"live": len(encode_state(live_state)), "ended": len(encode_state(ended_state))},
         "restart_to_ready_s": {"rocksdb": round(rocksdb_ready_s, 1), "memory": round(memory_ready_s, 1)},
         "standby_takeover_s": round(takeover_s, 1),
         "while_loaded": loaded,
         "cpu_count": os.cpu_count(),
     }
+
+
+async def projection_caught_up(bootstrap: str) -> bool:
+    """Has the worker's projection consumer committed every timer event?"""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{APP_ID}-projection")
+    finally:
+        await admin.close()
+    ends = await end_offsets_by_partition(bootstrap, topics.TIMER_EVENTS)
+    return all(tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end)
 
 
 async def scheduling_at_least(port: int, count: int) -> bool:
@@ -267,4 +289,13 @@ async def _completed_at_least(port: int, count: int) -> bool:
 
 
 if __name__ == "__main__":
-    write("scale", main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--live", type=int, default=FULL["live"])
+    parser.add_argument("--ended", type=int, default=FULL["ended"])
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker while it is loaded")
+    args = parser.parse_args()
+    figures = main(args.live, args.ended, args.profile)
+    if (args.live, args.ended) == tuple(FULL.values()):
+        write("scale", figures)
+    else:
+        print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())

@@ -24,6 +24,9 @@ from streams import topics
 
 log = logging.getLogger("auction_timer.projection")
 MAX_BACKOFF_S = 2.0
+# Events taken a batch: decoding them and packing their writes (about 25 µs each) runs without a
+# pause in the worker's event loop, so a catch-up after an outage delays deadlines by ~5 ms, not more.
+BATCH = 200
 
 
 def latest_per_auction(values: list[bytes]) -> tuple[list[Projected], int]:
@@ -73,13 +76,13 @@ class ProjectionConsumer:
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=500,
+            max_poll_records=BATCH,
             **self.client_options,
         )
         await consumer.start()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
                 if not batch:
                     continue
                 items, newest = latest_per_auction([r.value for records in batch.values() for r in records if r.value])

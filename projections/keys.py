@@ -7,7 +7,7 @@ the fixed `auction:` part, so no id (valid or not) can name a service key: an au
 
 `{auction-timer}` is a Redis Cluster hash tag: every key of one deployment lands in one hash
 slot. The Lua compare-and-set touches an auction's hash and the active set in one call, and
-the reconciler's check reads 500 hashes in one call; Cluster allows that only within a slot.
+the reconciler's check reads 200 hashes in one call; Cluster allows that only within a slot.
 The projection is small (about 1 KB an auction), so one slot holds it; Cluster then buys
 failover, not sharding.
 """
@@ -46,3 +46,8 @@ class Keys:
     def reconciliations(self) -> str:
         """Stream: one entry per correction the reconciler made (capped)."""
         return self.service + "reconciliations"
+
+    def reconciled(self, worker: str) -> str:
+        """String: how many passes a worker's reconciler has completed (its marker, see
+        projections/reconciler.py); `worker` is a token of the worker's own."""
+        return self.service + "reconciled:" + worker

@@ -4,7 +4,7 @@ A permanent error is Redis refusing one command for what it is or what it touche
 (a key holding something else), NOPERM (an ACL that does not allow the key or the command),
 a script error on a malformed hash. The same call gets the same answer forever, so it is
 reported (metric, log, alert AuctionProjectionRefused) and skipped, and the other auctions go
-on; the reconciler reports it again on every pass until someone fixes the key or the ACL,
+on; the reconciler reports it again at least once a sweep until someone fixes the key or the ACL,
 and then repairs it. Everything else (connection loss, timeouts, READONLY while a replica is
 promoted, OOM, LOADING, MASTERDOWN, TRYAGAIN, NOSCRIPT) is the server's passing state:
 retried.

@@ -114,7 +114,7 @@ async def test_an_auction_redis_refuses_is_reported_and_never_stops_the_others(s
         return counter(worker_metrics, "auctions_projection_refused_total", component=component, error="WRONGTYPE")
 
     assert await asyncio.to_thread(refused, "projection") == 1
-    # The reconciler reports it on every pass (that keeps the alert firing) and repairs the rest.
+    # The reconciler reports it whenever a pass compares it (that keeps the alert firing) and repairs the rest.
     await eventually(lambda: asyncio.to_thread(lambda: refused("reconciler") >= 2), 30, "two passes reporting it")
     assert "Redis refuses this auction's projection for good" in worker.log_path.read_text()
     # ... and the auctions checked in the same batch as the victim are still repaired.

@@ -7,8 +7,12 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from infra.ports import free_port
 from infra.redis_server import RedisServer
 from projections.keys import Keys
 from projections.reconciler import Reconciler
@@ -36,7 +40,7 @@ async def test_reconciler_never_overwrites_newer(redis_server: RedisServer, key_
         audits.append(record)
 
     copies: dict[str, TimerState] = {}
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=copies.get)
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=copies.get)
     bases = {}
     for auction_id in AUCTIONS:
         state, _ = apply(None, envelope(started(auction_id, T0, T0 + 600_000), time_ms=T0))
@@ -98,7 +102,8 @@ async def test_corrections_are_streamed_audited_and_counted(redis_server: RedisS
 
     state, _ = apply(None, envelope(started("fix-1", T0, T0 + 60_000), time_ms=T0))
     assert state is not None
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup={"fix-1": state}.get)
+    lookup = {"fix-1": state}.get
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=lookup)
     reconciler.rebuild(["fix-1"])
     [missing] = await reconciler.pass_once()
     assert (missing.what, missing.old) == ("missing", None)
@@ -118,21 +123,127 @@ async def test_the_reconciler_follows_ids_and_lets_go_of_what_no_longer_belongs_
     redis_server: RedisServer, key_prefix: str
 ) -> None:
     """It keeps ids, not states: a pass reads each state when it checks it, repairs what is
-    wrong, and stops following an auction that left the table or whose hash has expired."""
+    wrong, and stops following an auction that left the table or whose hash has expired, and
+    an ended one once it has compared its end."""
     client = aioredis.Redis(port=redis_server.port, decode_responses=True)
     store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
     live, ended = (apply(None, envelope(started(a, T0, T0 + 60_000), time_ms=T0))[0] for a in ("live", "old"))
     assert live is not None and ended is not None
+    done = replace(ended, auction_id="done", status="ended", version=2, ended_at_ms=T0 - 2_000)
     ended = replace(ended, status="ended", version=2, ended_at_ms=T0 - 61_000)
-    table: dict[str, TimerState] = {"live": live, "old": ended}  # "gone" left the table
+    table: dict[str, TimerState] = {"live": live, "old": ended, "done": done}  # "gone" left the table
 
     async def publish(record: object) -> None:
         pass
 
-    reconciler = Reconciler(store, interval_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
+    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
     reconciler.rebuild(["live", "gone", "old"])
-    assert [c.auction_id for c in await reconciler.pass_once()] == ["live"]
-    assert list(reconciler.tracked) == ["live"]
+    reconciler.on_change(done)  # seen ending two seconds ago: its hash belongs in Redis for a minute
+    reconciler.tracked["done"] = T0 - 2_000
+    assert sorted(c.auction_id for c in await reconciler.pass_once()) == ["done", "live"]
+    assert list(reconciler.tracked) == ["live", "done"]  # compared once: the next pass compares it again
     assert await client.exists(store.keys.timer("gone"), store.keys.timer("old")) == 0
-    await client.delete(store.keys.timer("live"), store.keys.active, store.keys.reconciliations)
+    assert (await store.read("done") or {}).get("status") == "ended"
+    assert await reconciler.pass_once() == []
+    assert list(reconciler.tracked) == ["live"]
+    # No longer followed, an ended auction is still compared when a Reconcile command asks.
+    await client.delete(store.keys.timer("done"))
+    assert [c.auction_id for c in await reconciler.pass_once(["done"])] == ["done"]
+    await client.delete(store.keys.timer("live"), store.keys.timer("done"), store.keys.active)
+    markers = [k async for k in client.scan_iter(f"{store.keys.service}reconciled:*")]
+    await client.delete(store.keys.reconciliations, *markers)
+    await client.aclose()
+
+
+async def test_a_pass_compares_changes_and_a_slice_and_everything_when_redis_may_have_lost_data(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    """At a 10 s interval and a 40 s sweep, a pass compares the settled changes, a quarter of
+    the other followed auctions and, once more, what the pass before compared (which: the
+    states it read). It compares all of them first, after a failed pass, when its marker is gone
+    from Redis or older than the last it wrote, and after a pass during which Redis lost it."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    now = [T0]
+    ids = [f"slice-{i}" for i in range(8)]
+    table = {a: s for a in ids if (s := apply(None, envelope(started(a, T0, T0 + 600_000), time_ms=T0))[0])}
+    read: list[str] = []
+    flush_when_read: list[str] = []  # an auction whose read, mid-pass, deletes the marker
+    sync = redis.Redis(port=redis_server.port)
+
+    def lookup(auction_id: str) -> TimerState | None:
+        read.append(auction_id)
+        if auction_id in flush_when_read:
+            sync.delete(*sync.keys(f"{store.keys.service}reconciled:*"))
+        return table.get(auction_id)
+
+    async def publish(record: object) -> None:
+        pass
+
+    async def one_pass() -> tuple[set[str], list[str]]:
+        """The auctions a pass read, and those it corrected."""
+        read.clear()
+        fixed = [c.auction_id for c in await reconciler.pass_once()]
+        return set(read), sorted(fixed)
+
+    async def marker() -> str:
+        [key] = [k async for k in client.scan_iter(f"{store.keys.service}reconciled:*")]
+        return str(key)
+
+    reconciler = Reconciler(store, interval_s=10, sweep_s=40, publish=publish, clock=lambda: now[0], lookup=lookup)
+    reconciler.rebuild(ids)
+    assert await one_pass() == (set(ids), ids)  # the first pass compares all (here: projects all)
+    assert await one_pass() == (set(ids), [])  # ... and the next compares them again, and a slice
+
+    # A sweep over four passes compares each auction, two new ones a pass (and the two before).
+    sweep = [await one_pass() for _ in range(3)]
+    assert all(len(compared) == 4 and fixed == [] for compared, fixed in sweep)
+    assert set().union(*(compared for compared, _ in sweep)) == set(ids)
+
+    # A change whose projection was lost is compared once it has settled, not before.
+    table["slice-0"] = replace(table["slice-0"], version=2)
+    reconciler.on_change(table["slice-0"])
+    compared, fixed = await one_pass()
+    assert "slice-0" not in compared and fixed == [] and len(compared) <= 4
+    now[0] += 2_000
+    compared, fixed = await one_pass()
+    assert "slice-0" in compared and fixed == ["slice-0"] and len(compared) <= 5
+
+    # Failover to a replica that missed the last marker and a write before it: all compared, but
+    # an auction whose change has not settled (its projection may be on its way).
+    key = await marker()
+    await client.set(key, int(str(await client.get(key))) - 1)
+    await client.delete(store.keys.timer("slice-5"))
+    table["slice-3"] = replace(table["slice-3"], version=2)
+    reconciler.on_change(table["slice-3"])
+    assert await one_pass() == (set(ids) - {"slice-3"}, ["slice-5"])
+    now[0] += 2_000
+    compared, fixed = await one_pass()
+    assert compared == set(ids) and fixed == ["slice-3"]  # what the full pass compared, again
+    assert len((await one_pass())[0]) < len(ids)  # a slice pass again
+
+    # Redis loses the marker (and what else it held) during a pass: the next pass compares all.
+    flush_when_read.append(next(iter(reconciler._sweep[-2:] or ids)))
+    compared, _ = await one_pass()
+    assert len(compared) < len(ids)
+    flush_when_read.clear()
+    assert (await one_pass())[0] == set(ids)
+
+    # FLUSHALL (here: our keys) between passes: all compared, all projected again.
+    await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
+    assert await one_pass() == (set(ids), ids)
+
+    # A pass that fails (Redis unreachable) leaves the next one to compare all.
+    await one_pass()
+    assert len((await one_pass())[0]) < len(ids)  # a slice pass again
+    unreachable = aioredis.Redis(port=free_port())
+    reconciler.store = ProjectionStore(unreachable, store.keys, ended_ttl_s=60)
+    with pytest.raises(RedisError):
+        await reconciler.pass_once()
+    reconciler.store = store
+    assert (await one_pass())[0] == set(ids)
+    await unreachable.aclose()
+    sync.close()
+    await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
+    await client.delete(store.keys.reconciliations)
     await client.aclose()

@@ -15,7 +15,7 @@ PREFIXES = st.from_regex(r"[A-Za-z0-9_:.\-]{0,64}", fullmatch=True)  # AUCTION_T
 
 def test_ids_that_are_service_key_names_name_auction_data() -> None:
     keys = Keys("p:")
-    service = {keys.active, keys.reconciliations}
+    service = {keys.active, keys.reconciliations, keys.reconciled("w1")}
     for auction_id in ("reconciliations", "active", "timers", "auction", "service"):
         assert keys.timer(auction_id) not in service
 
@@ -25,7 +25,7 @@ def test_no_auction_id_crosses_into_the_service_namespace(prefix: str, auction_i
     keys = Keys(prefix)
     assert keys.timer(auction_id).startswith(keys.data)
     assert not keys.timer(auction_id).startswith(keys.service)
-    for service_key in (keys.active, keys.reconciliations):
+    for service_key in (keys.active, keys.reconciliations, keys.reconciled(auction_id)):
         assert service_key.startswith(keys.service) and not service_key.startswith(keys.data)
 
 
@@ -34,3 +34,4 @@ def test_a_deployments_keys_share_one_cluster_slot(prefix: str, auction_id: str)
     keys = Keys(prefix)
     assert key_slot(keys.timer(auction_id).encode()) == key_slot(keys.active.encode())
     assert key_slot(keys.reconciliations.encode()) == key_slot(keys.active.encode())
+    assert key_slot(keys.reconciled("w1").encode()) == key_slot(keys.active.encode())

@@ -46,11 +46,17 @@ def test_values_are_parsed() -> None:
         ("AUCTION_TIMER_ALLOWED_ORIGINS", "not-an-origin"),
         ("AUCTION_TIMER_KEY_PREFIX", "has space"),
         ("AUCTION_TIMER_LOG_LEVEL", "LOUD"),
+        ("AUCTION_TIMER_RECONCILE_SWEEP_S", "241"),
     ],
 )
 def test_wrong_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_reconciliation_sweep_takes_at_least_one_pass() -> None:
+    with pytest.raises(SettingsError, match=r"AUCTION_TIMER_RECONCILE_SWEEP_S=5\.0 is shorter"):
+        Settings.from_env({"AUCTION_TIMER_RECONCILE_INTERVAL_S": "10", "AUCTION_TIMER_RECONCILE_SWEEP_S": "5"})
 
 
 def test_secrets_are_never_echoed() -> None:
