@@ -282,7 +282,7 @@ class Settings:
         "auctions this close to their end get periodic ticks through Kafka; the gateway ticks the rest",
     )
     reconcile_interval_s: float = setting(
-        "RECONCILE_INTERVAL_S", "10", _number(0.5, 3600), "seconds between reconciliation passes"
+        "RECONCILE_INTERVAL_S", "10", _number(0.5, 240), "seconds between reconciliation passes (0.5-240)"
     )
     reconcile_sweep_s: float = setting(
         "RECONCILE_SWEEP_S",

@@ -15,8 +15,8 @@ replica holding a pass's marker holds every write made before it; what it may mi
 the repairs of the pass after it, and the projection's writes of changes since, which that
 pass or the next compares. So each pass also compares again what the previous one compared,
 and one pass after a loss makes the projection of live auctions whole. An ended auction is
-followed until a pass has compared it twice; then its hash waits out its TTL, and only a
-Reconcile command for it compares it again.
+followed until two passes in a row that lost nothing have found it ended; then its hash waits
+out its TTL, and only a Reconcile command for it compares it again.
 
 A missing entry, an older version, an ends_at (or status, or active-set score) off by
 more than 250 ms (compared inside Redis by check.lua, BATCH auctions a call) is rewritten
@@ -78,7 +78,7 @@ class Correction:
 
 class Reconciler:
     """Follows by id, with when each last changed, the live auctions (restored or seen) and
-    those seen ending, until passes have compared their end twice: then an ended auction's hash
+    those seen ending, until two passes have found them ended: then an ended auction's hash
     only waits out its TTL (a worker holding a million ended auctions follows none of them).
     `lookup` reads an auction's state when a pass checks it (None once it is not this worker's),
     so that 200,000 followed auctions cost ids, not states."""
@@ -104,6 +104,7 @@ class Reconciler:
         self._slice = 0  # taken from it a pass
         self._everything = True  # the next pass compares every followed auction
         self._last: list[str] = []  # what the previous pass compared: the next compares it again
+        self._ended: set[str] = set()  # those of them it found ended (untracked when found so twice)
         self._generation = 0  # rebuilds so far
         self._marker = store.keys.reconciled(uuid.uuid4().hex)
         self._passes = 0  # the marker's value: passes completed
@@ -160,6 +161,7 @@ class Reconciler:
             RECONCILE_PASSES.labels("redis_error").inc()
             if only is not None:
                 self._requested.update(only)  # asked again with the next pass
+                self._wake.set()
             log.warning(
                 "reconciliation pass failed; next pass retries", extra={"error": f"{type(exc).__name__}: {exc}"}
             )
@@ -169,29 +171,38 @@ class Reconciler:
         changes and the sweep's next slice, or every followed auction when Redis may have lost
         what was projected (see the module's doc)."""
         if only is not None:  # followed or not (an ended auction is followed until compared twice)
-            return await self._check(list(dict.fromkeys(only)), settled_only=False, followed_only=False)
+            fixed = await self._check(list(dict.fromkeys(only)), settled_only=False, followed_only=False)
+            self._last = list(dict.fromkeys(self._last + [c.auction_id for c in fixed]))  # compared again too
+            return fixed
         generation = self._generation
         changes = self._settled_changes(self.clock())
         everything, self._everything = self._everything, True  # True until this pass has done its share
         seen = _text(await self.store.client.get(self._marker))
         everything = everything or seen != (str(self._passes) if self._passes else None)
         again, self._last = self._last, []
-        share = list(self.tracked) if everything else changes + self._next_slice()
+        share = list(self.tracked) if everything else list(dict.fromkeys(changes + self._next_slice()))
         if everything:
             self._sweep = []
         # What the previous pass compared, once more: Redis may have lost its repairs, and the
         # projection's writes since, without the marker that pass ended with (see the module's doc).
-        corrections = await self._check(again, settled_only=True, untrack_ended=True)
-        corrections += await self._check(share, settled_only=True)
-        self._last = share
+        ended: set[str] = set()
+        corrections = await self._check(again, settled_only=True, ended=ended)
+        corrections += await self._check(share, settled_only=True, ended=ended)
+        self._last = list(dict.fromkeys(share + [c.auction_id for c in corrections]))
         # Set and read back in one command: a marker other than the one this pass found means
         # Redis lost data during the pass, so the next compares everything.
         held = await self.store.client.set(
             self._marker, self._passes + 1, ex=max(3_600, int(10 * self.sweep_s)), get=True
         )
         self._passes += 1
-        if _text(held) == seen and generation == self._generation:
-            self._everything = False
+        if _text(held) != seen or generation != self._generation:
+            self._ended = set()
+            return corrections
+        self._everything = False
+        # Found ended by two passes in a row that lost nothing: its hash waits out its TTL.
+        for auction_id in ended & self._ended:
+            self.tracked.pop(auction_id, None)
+        self._ended = ended - self._ended
         return corrections
 
     def _settled_changes(self, now: int) -> list[str]:
@@ -219,17 +230,17 @@ class Reconciler:
         return taken
 
     async def _check(
-        self, candidates: list[str], settled_only: bool, followed_only: bool = True, untrack_ended: bool = False
+        self, candidates: list[str], settled_only: bool, followed_only: bool = True, ended: set[str] | None = None
     ) -> list[Correction]:
+        """Compare and repair `candidates`; those found ended are added to `ended`."""
         corrections: list[Correction] = []
         for start in range(0, len(candidates), BATCH):
             now = self.clock()
             states = self._states(candidates[start : start + BATCH], now, settled_only, followed_only)
             if states:
                 corrections += await self._reconcile(states, now)
-            for state in states:
-                if untrack_ended and not state.live:  # compared twice since it ended: its hash waits out its TTL
-                    self.tracked.pop(state.auction_id, None)
+            if ended is not None:
+                ended.update(s.auction_id for s in states if not s.live)
         return corrections
 
     def _states(self, auction_ids: list[str], now: int, settled_only: bool, followed_only: bool) -> list[TimerState]:

@@ -136,16 +136,21 @@ async def test_the_reconciler_follows_ids_and_lets_go_of_what_no_longer_belongs_
     async def publish(record: object) -> None:
         pass
 
-    reconciler = Reconciler(store, interval_s=3600, sweep_s=3600, publish=publish, clock=lambda: T0, lookup=table.get)
-    reconciler.rebuild(["live", "gone", "old"])
-    reconciler.on_change(done)  # seen ending two seconds ago: its hash belongs in Redis for a minute
-    reconciler.tracked["done"] = T0 - 2_000
+    now = [T0]
+    reconciler = Reconciler(store, interval_s=240, sweep_s=240, publish=publish, clock=lambda: now[0], lookup=table.get)
+    reconciler.rebuild(["live", "gone", "old", "done"])
     assert sorted(c.auction_id for c in await reconciler.pass_once()) == ["done", "live"]
-    assert list(reconciler.tracked) == ["live", "done"]  # compared once: the next pass compares it again
+    assert list(reconciler.tracked) == ["live", "done"]  # found ended once: the next pass compares it again
     assert await client.exists(store.keys.timer("gone"), store.keys.timer("old")) == 0
     assert (await store.read("done") or {}).get("status") == "ended"
-    assert await reconciler.pass_once() == []
+    # "live" ends between two passes: found ended by the first, let go by the second.
+    table["live"] = replace(live, status="ended", version=2, ended_at_ms=T0)
+    reconciler.on_change(table["live"])
+    now[0] += 2_000
+    assert [c.auction_id for c in await reconciler.pass_once()] == ["live"]
     assert list(reconciler.tracked) == ["live"]
+    assert await reconciler.pass_once() == []
+    assert list(reconciler.tracked) == []
     # No longer followed, an ended auction is still compared when a Reconcile command asks.
     await client.delete(store.keys.timer("done"))
     assert [c.auction_id for c in await reconciler.pass_once(["done"])] == ["done"]
@@ -209,14 +214,16 @@ async def test_a_pass_compares_changes_and_a_slice_and_everything_when_redis_may
     compared, fixed = await one_pass()
     assert "slice-0" in compared and fixed == ["slice-0"] and len(compared) <= 5
 
-    # Failover to a replica that missed the last marker and a write before it: all compared, but
-    # an auction whose change has not settled (its projection may be on its way).
+    # Failover to a replica that missed the last marker and a write before it (of an auction the
+    # pass before did not compare): all compared, but an auction whose change has not settled
+    # (its projection may be on its way).
     key = await marker()
     await client.set(key, int(str(await client.get(key))) - 1)
-    await client.delete(store.keys.timer("slice-5"))
+    victim = next(a for a in ids if a not in compared and a != "slice-3")
+    await client.delete(store.keys.timer(victim))
     table["slice-3"] = replace(table["slice-3"], version=2)
     reconciler.on_change(table["slice-3"])
-    assert await one_pass() == (set(ids) - {"slice-3"}, ["slice-5"])
+    assert await one_pass() == (set(ids) - {"slice-3"}, [victim])
     now[0] += 2_000
     compared, fixed = await one_pass()
     assert compared == set(ids) and fixed == ["slice-3"]  # what the full pass compared, again
@@ -229,7 +236,9 @@ async def test_a_pass_compares_changes_and_a_slice_and_everything_when_redis_may
     flush_when_read.clear()
     assert (await one_pass())[0] == set(ids)
 
-    # FLUSHALL (here: our keys) between passes: all compared, all projected again.
+    # FLUSHALL (here: our keys) between two slice passes: all compared, all projected again.
+    await one_pass()
+    assert len((await one_pass())[0]) < len(ids)
     await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
     assert await one_pass() == (set(ids), ids)
 
