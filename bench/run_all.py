@@ -1,5 +1,5 @@
 """`make bench`: run the benchmarks in their own processes, then rewrite the README's results table
-(between the bench markers) from bench/results/*.json. The full-size state benchmark (about 18
+(between the bench markers) from bench/results/*.json. The full-size state benchmark (about 21
 minutes alone) runs only when named: `make bench-scale`, which is `python -m bench.run_all scale`."""
 
 from __future__ import annotations
