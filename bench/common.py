@@ -76,6 +76,15 @@ def write(name: str, figures: dict[str, Any]) -> Path:
     return path
 
 
+def report(name: str, figures: dict[str, Any], full: bool) -> None:
+    """A full-size run's figures go to bench/results/<name>.json (and are printed); a smaller
+    run's are only printed."""
+    if full:
+        write(name, figures)
+    else:
+        print(json.dumps(figures, indent=2))
+
+
 def live_state(auction_id: str) -> dict[str, Any]:
     """The public state of an auction started now that ends in an hour (what ticks carry)."""
     now = wall_ms()

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from rocksdict import AccessType, Rdict
 
-from bench.common import stack, summary, write
+from bench.common import report, stack, summary
 from bench.metrics_scrape import scrape
 from bench.profile import Profile, summarize
 from infra.ports import free_port
@@ -294,8 +294,4 @@ if __name__ == "__main__":
     parser.add_argument("--ended", type=int, default=FULL["ended"])
     parser.add_argument("--profile", action="store_true", help="py-spy the worker while it is loaded")
     args = parser.parse_args()
-    figures = main(args.live, args.ended, args.profile)
-    if (args.live, args.ended) == tuple(FULL.values()):
-        write("scale", figures)
-    else:
-        print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    report("scale", main(args.live, args.ended, args.profile), full=(args.live, args.ended) == tuple(FULL.values()))

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from bench.common import cpu_ms, machine_busy_ms, stack, summary, write
+from bench.common import cpu_ms, machine_busy_ms, report, stack, summary
 from bench.ingest_watch import input_ends
 from bench.profile import Profile, summarize
 from streams import events as ev
@@ -176,8 +176,5 @@ if __name__ == "__main__":
     parser.add_argument("--bid-rate", type=int, default=FULL["bid_rate"])
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the ends")
     args = parser.parse_args()
-    figures = main(args.auctions, args.bid_rate, args.profile)
-    if (args.auctions, args.bid_rate) == tuple(FULL.values()):
-        write("timers", figures)
-    else:
-        print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    full = (args.auctions, args.bid_rate) == tuple(FULL.values())
+    report("timers", main(args.auctions, args.bid_rate, args.profile), full)

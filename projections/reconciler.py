@@ -170,7 +170,7 @@ class Reconciler:
         """Compare `only` these auctions at once, or, by default, a pass's share: the settled
         changes and the sweep's next slice, or every followed auction when Redis may have lost
         what was projected (see the module's doc)."""
-        if only is not None:  # followed or not (an ended auction is followed until compared twice)
+        if only is not None:  # followed or not (an ended auction is let go once two passes found it ended)
             fixed = await self._check(list(dict.fromkeys(only)), settled_only=False, followed_only=False)
             self._last = list(dict.fromkeys(self._last + [c.auction_id for c in fixed]))  # compared again too
             return fixed
