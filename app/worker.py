@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 from prometheus_client import Gauge
 
+from app import memory
 from app.logs import logging_dict
 from app.redis_client import connect
 from app.settings import Settings
@@ -45,6 +46,9 @@ from streams.states import StateCache
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
+# Freed heap memory goes back to the system this often, and after each schedule rebuild (which
+# scans every stored state): a trim took 7-30 ms in a thread of its own (app/memory.py).
+TRIM_INTERVAL_S = 30.0
 STREAM_BUFFER_BATCHES = 32  # fetched batches queued for the agent, at most (see build_worker_app)
 # Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
 # worker holding a million states within its memory budget; the OS page cache does the rest.
@@ -105,7 +109,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
+        # A member learns of a rebalance from its next heartbeat's answer: when a worker leaves,
+        # its partitions wait up to this long before the others take them over.
+        broker_heartbeat_interval=1.0,
         broker_commit_interval=0.5,
         # The engine holds records it has not folded yet; a rebalance must not wait for them
         # (they were never acknowledged, so the partition's next owner folds them).
@@ -224,6 +230,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             gc.freeze()
             frozen.append(True)
         READY.set(1)
+        await asyncio.to_thread(memory.trim)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends the revoked set.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -271,6 +278,10 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms, **kafka_options
         )
         await consumer.run()
+
+    @app.timer(TRIM_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def release_memory() -> None:
+        await asyncio.to_thread(memory.trim)
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def check_positions() -> None:

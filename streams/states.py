@@ -43,7 +43,7 @@ class StateCache:
         self.capacity = capacity
         self._unwritten: dict[bytes, Stored] = {}  # made since the last take_unwritten()
         self._dirty: dict[bytes, Stored] = {}  # newest value per key not yet in the store
-        self._clean: OrderedDict[bytes, TimerState] = OrderedDict()  # decoded store contents, LRU
+        self._clean: OrderedDict[bytes, TimerState] = OrderedDict()  # decoded live states, LRU
 
     def partition_of(self, key: bytes) -> int:
         return self._partition_of(auction_key(key))
@@ -118,6 +118,10 @@ class StateCache:
                 del cache[key]
 
     def _remember(self, key: bytes, state: TimerState) -> None:
+        # Live ones only: an ended auction is read again by a late bid at most, and a worker
+        # ending a backlog of them would otherwise fill the cache with states nobody reads.
+        if not state.live:
+            return
         self._clean[key] = state
         if len(self._clean) > self.capacity:
             self._clean.popitem(last=False)
