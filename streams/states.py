@@ -36,8 +36,13 @@ def encode_stored(value: Stored) -> bytes | None:
     return None if value is None else encode_state(value)
 
 
+# Decoded states kept for the fold (about 1.3 KB each): the auctions being bid on now, which in
+# a marketplace are a small share of the live ones; the rest are read from the store when due.
+CAPACITY = 50_000
+
+
 class StateCache:
-    def __init__(self, raw: RawStore, partition_of: Callable[[bytes], int], capacity: int = 100_000) -> None:
+    def __init__(self, raw: RawStore, partition_of: Callable[[bytes], int], capacity: int = CAPACITY) -> None:
         self.raw = raw
         self._partition_of = partition_of
         self.capacity = capacity
