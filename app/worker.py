@@ -46,10 +46,6 @@ from streams.states import StateCache
 log = logging.getLogger("auction_timer.worker")
 
 TICK_LINGER_MS = 10
-# Freed heap memory goes back to the system this often, and after each schedule rebuild (which
-# scans every stored state), in a thread of its own (app/memory.py). A worker loading 1.2 million
-# auctions trimmed 14 ms on average (bench/scale.py); in between, what a fast load frees piles up.
-TRIM_INTERVAL_S = 10.0
 STREAM_BUFFER_BATCHES = 32  # fetched batches queued for the agent, at most (see build_worker_app)
 # Per table partition (a RocksDB each): small write buffers and a bounded block cache keep a
 # worker holding a million states within its memory budget; the OS page cache does the rest.
@@ -111,7 +107,7 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
         # A member learns of a rebalance from its next heartbeat's answer: when a worker leaves,
-        # its partitions wait up to this long before the others take them over.
+        # up to this long passes before the others begin to rejoin and take its partitions over.
         broker_heartbeat_interval=1.0,
         broker_commit_interval=0.5,
         # The engine holds records it has not folded yet; a rebalance must not wait for them
@@ -231,7 +227,6 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             gc.freeze()
             frozen.append(True)
         READY.set(1)
-        await asyncio.to_thread(memory.trim)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends the revoked set.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -280,9 +275,13 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         )
         await consumer.run()
 
-    @app.timer(TRIM_INTERVAL_S)  # type: ignore[untyped-decorator]
+    trimmer = memory.Trimmer()
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def release_memory() -> None:
-        await asyncio.to_thread(memory.trim)
+        # Freed heap memory back to the system once resident memory has grown (app/memory.py).
+        if trimmer.due():
+            await asyncio.to_thread(trimmer.run_once)
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def check_positions() -> None:

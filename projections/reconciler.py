@@ -213,7 +213,8 @@ class Reconciler:
 
     def _fit(self) -> None:
         """A dict keeps the table it grew to. A worker that ended a million auctions and let them
-        go would keep theirs (about 40 MB): copied into one that fits once a quarter is used."""
+        go would keep theirs (about 30 MiB): copied into one that fits once under a quarter of
+        it is used."""
         if len(self.tracked) * 4 < self._grown_to:
             self.tracked = dict(self.tracked)
             self._grown_to = len(self.tracked)

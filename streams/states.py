@@ -123,8 +123,9 @@ class StateCache:
                 del cache[key]
 
     def _remember(self, key: bytes, state: TimerState) -> None:
-        # Live ones only: an ended auction is read again by a late bid at most, and a worker
-        # ending a backlog of them would otherwise fill the cache with states nobody reads.
+        # Live ones only: an ended auction's state is read again rarely (a late bid, a deadline
+        # fired again, its removal after the retention), and a worker ending a backlog of them
+        # would otherwise fill the cache with states the fold does not read.
         if not state.live:
             return
         self._clean[key] = state

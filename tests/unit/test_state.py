@@ -50,6 +50,6 @@ def test_an_expired_marker_round_trips() -> None:
 
 @given(states, states)
 def test_states_with_the_same_policy_share_one_decoded_policy(a: TimerState, b: TimerState) -> None:
-    # A worker caches 100,000 decoded states; a policy object each would be 15 MB of copies.
+    # A worker caches 50,000 decoded states; a policy object each would be about 7 MB of copies.
     first, second = decode_state(encode_state(a)), decode_state(encode_state(replace(b, policy=a.policy)))
     assert first.policy is second.policy and first.policy == a.policy
