@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 from prometheus_client import Gauge
 
+from app import memory
 from app.logs import logging_dict
 from app.redis_client import connect
 from app.settings import Settings
@@ -105,7 +106,9 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.worker_id,
         broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
+        # A member learns of a rebalance from its next heartbeat's answer: when a worker leaves,
+        # up to this long passes before the others begin to rejoin and take its partitions over.
+        broker_heartbeat_interval=1.0,
         broker_commit_interval=0.5,
         # The engine holds records it has not folded yet; a rebalance must not wait for them
         # (they were never acknowledged, so the partition's next owner folds them).
@@ -271,6 +274,14 @@ def build_worker_app(settings: Settings, replication: int) -> tuple[TimerApp, Sc
             settings.kafka_bootstrap, f"{settings.app_id}-projection", store, wall_ms, **kafka_options
         )
         await consumer.run()
+
+    trimmer = memory.Trimmer()
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def release_memory() -> None:
+        # Freed heap memory back to the system once resident memory has grown (app/memory.py).
+        if trimmer.due():
+            await asyncio.to_thread(trimmer.run_once)
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def check_positions() -> None:

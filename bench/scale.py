@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rocksdict import AccessType, Rdict
 
 from bench.common import report, stack, summary
-from bench.metrics_scrape import scrape
+from bench.metrics_scrape import histogram_quantile, scrape
 from bench.profile import Profile, summarize
 from infra.ports import free_port
 from infra.process import ServerProcess
@@ -98,6 +99,19 @@ async def ready(port: int) -> bool:
     except OSError:
         return False
     return metrics.get("auctions_timer_worker_ready", 0) == 1
+
+
+async def trim_figures(port: int) -> dict[str, float | None]:
+    """How often and how long the worker handed freed memory back (app/memory.py) so far."""
+    metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+    name = "auctions_timer_memory_trim_seconds"
+    count = metrics.get(f"{name}_count", 0)
+    longest = histogram_quantile(metrics, name, 1.0)  # a bucket's upper bound; inf past the last
+    return {
+        "count": count,
+        "mean_ms": round(1_000 * metrics.get(f"{name}_sum", 0) / count, 1) if count else None,
+        "longest_at_most_ms": None if longest is None or math.isinf(longest) else round(1_000 * longest),
+    }
 
 
 async def ends_of(bootstrap: str, topic: str) -> int:
@@ -196,6 +210,7 @@ async def measure(s: Stack, live: int, ended: int, profile: Path | None) -> dict
     ended_state = replace(live_state, status="ended", version=2, ended_at_ms=live_state.ends_at_ms)
     assert worker.popen is not None
     loaded = await lateness_under_load(s, port, live, worker.popen.pid, profile)
+    trims = await trim_figures(port)
 
     # Standby: a second worker joins, copies the table, then the first stops.
     port2 = free_port()
@@ -234,6 +249,7 @@ async def measure(s: Stack, live: int, ended: int, profile: Path | None) -> dict
         "restart_to_ready_s": {"rocksdb": round(rocksdb_ready_s, 1), "memory": round(memory_ready_s, 1)},
         "standby_takeover_s": round(takeover_s, 1),
         "while_loaded": loaded,
+        "memory_trims": trims,
         "cpu_count": os.cpu_count(),
     }
 

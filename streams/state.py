@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,9 +112,15 @@ def encode_state(state: TimerState | Expired) -> bytes:
     return json_bytes.dumps(state)
 
 
+@functools.lru_cache(maxsize=1_024)
+def _policy(soft_close_window_ms: int, extension_ms: int, max_extension_ms: int) -> Policy:
+    """One object per distinct policy (a marketplace has a few): not one per decoded state."""
+    return Policy(soft_close_window_ms, extension_ms, max_extension_ms)
+
+
 def decode_state(raw: bytes) -> TimerState:
     doc = orjson.loads(raw)
-    doc["policy"] = Policy(**doc["policy"])
+    doc["policy"] = _policy(**doc["policy"])
     doc["recent_keys"] = tuple(doc["recent_keys"])
     doc["changed_by"] = tuple(doc["changed_by"])
     return TimerState(**doc)

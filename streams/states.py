@@ -36,14 +36,19 @@ def encode_stored(value: Stored) -> bytes | None:
     return None if value is None else encode_state(value)
 
 
+# Decoded states kept for the fold (about 1.3 KB each): the auctions being bid on now, which in
+# a marketplace are a small share of the live ones; the rest are read from the store when due.
+CAPACITY = 50_000
+
+
 class StateCache:
-    def __init__(self, raw: RawStore, partition_of: Callable[[bytes], int], capacity: int = 100_000) -> None:
+    def __init__(self, raw: RawStore, partition_of: Callable[[bytes], int], capacity: int = CAPACITY) -> None:
         self.raw = raw
         self._partition_of = partition_of
         self.capacity = capacity
         self._unwritten: dict[bytes, Stored] = {}  # made since the last take_unwritten()
         self._dirty: dict[bytes, Stored] = {}  # newest value per key not yet in the store
-        self._clean: OrderedDict[bytes, TimerState] = OrderedDict()  # decoded store contents, LRU
+        self._clean: OrderedDict[bytes, TimerState] = OrderedDict()  # decoded live states, LRU
 
     def partition_of(self, key: bytes) -> int:
         return self._partition_of(auction_key(key))
@@ -118,6 +123,11 @@ class StateCache:
                 del cache[key]
 
     def _remember(self, key: bytes, state: TimerState) -> None:
+        # Live ones only: an ended auction's state is read again rarely (a late bid, a deadline
+        # fired again, its removal after the retention), and a worker ending a backlog of them
+        # would otherwise fill the cache with states the fold does not read.
+        if not state.live:
+            return
         self._clean[key] = state
         if len(self._clean) > self.capacity:
             self._clean.popitem(last=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import pytest
@@ -623,3 +623,18 @@ def test_a_peek_reads_the_store_without_caching_what_it_read() -> None:
     assert states.get(b"peeked") == state  # the fold's read caches it
     raw.put(b"peeked", 0, None)
     assert states.peek(b"peeked") == state
+
+
+def test_only_live_states_are_cached() -> None:
+    """An ended auction is read again by a late bid at most: its state is not kept decoded."""
+    raw = MemoryRaw()
+    live, ended = timer("live", 60_000), replace(timer("ended", 60_000), status="ended", version=2)
+    states = StateCache(raw, lambda key: 0)
+    for state in (live, ended):
+        raw.put(state.auction_id.encode(), 0, encode_state(state))
+        assert states.get(state.auction_id.encode()) == state
+        raw.put(state.auction_id.encode(), 0, None)
+    assert states.get(b"live") == live and states.get(b"ended") is None
+    states.put(b"live", replace(live, status="ended", version=2))  # it ends: out of the cache once written
+    states.written(b"live", states.take_unwritten()[b"live"], None)  # None: the store holds nothing of it now
+    assert states.get(b"live") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -255,4 +256,42 @@ async def test_a_pass_compares_changes_and_a_slice_and_everything_when_redis_may
     sync.close()
     await client.delete(await marker(), *(store.keys.timer(a) for a in ids), store.keys.active)
     await client.delete(store.keys.reconciliations)
+    await client.aclose()
+
+
+async def test_the_reconciler_gives_back_the_table_of_auctions_it_let_go(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    """A dict keeps the table it grew to: once the auctions a worker ended are let go (and when
+    partitions are revoked), the ids left are copied into a table that fits them."""
+    client = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    store = ProjectionStore(client, Keys(key_prefix), ended_ttl_s=60)
+    first, _ = apply(None, envelope(started("e-0", T0, T0 + 60_000), time_ms=T0))
+    assert first is not None
+    table = {
+        f"e-{i}": replace(first, auction_id=f"e-{i}", status="ended", version=2, ended_at_ms=T0) for i in range(2_000)
+    }
+    table["live"] = replace(first, auction_id="live")
+
+    async def publish(record: object) -> None:
+        pass
+
+    now = [T0]
+    reconciler = Reconciler(store, interval_s=240, sweep_s=240, publish=publish, clock=lambda: now[0], lookup=table.get)
+    reconciler.rebuild(["live"])
+    for state in table.values():
+        reconciler.on_change(state)
+    grown = sys.getsizeof(reconciler.tracked)
+    now[0] += 2_000  # the changes have settled
+    await reconciler.pass_once()
+    await reconciler.pass_once()  # found ended by two passes: let go
+    assert list(reconciler.tracked) == ["live"]
+    assert sys.getsizeof(reconciler.tracked) < grown / 20
+    for state in table.values():
+        reconciler.on_change(state)
+    grown = sys.getsizeof(reconciler.tracked)
+    reconciler.revoke(list(table)[:-1])
+    assert list(reconciler.tracked) == ["live"] and sys.getsizeof(reconciler.tracked) < grown / 20
+    markers = [k async for k in client.scan_iter(f"{store.keys.service}reconciled:*")]
+    await client.delete(store.keys.reconciliations, store.keys.active, *markers, *(store.keys.timer(a) for a in table))
     await client.aclose()
