@@ -8,9 +8,11 @@ of it (`malloc_trim(0)` called from outside, once its load was done: 1,476 MiB b
 after).
 
 A trim is not free: glibc holds the heap's lock while it walks every free chunk, so the event
-loop's next allocation over 512 bytes waits for it (about 7 ms for 18,000 free chunks, even
-with nothing new to release). So the worker trims only when its resident memory has grown by
-`GROWTH` since the last trim: a loading worker trims as it goes, a steady one does not.
+loop's next allocation over 512 bytes waits for it (7 ms for 18,000 free chunks with nothing
+new to release; 14.5 ms on average and at most 100 ms in the full-size bench/scale.py run). So
+the worker trims only when its resident memory has grown by `GROWTH` since the last trim: a
+worker whose memory holds steady does not trim, one that keeps reusing the pages a trim gave
+back (a loading one) trims each time it has regrown by `GROWTH`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Trimmer:
         return resident > 0 and resident >= self.base + self.growth
 
     def run_once(self) -> None:
-        """Trim (in a thread of its own: the wait is the allocating threads', not the GIL's)."""
+        """Trim; the worker calls it in the default executor's thread, so what waits for it is
+        the allocations of other threads over 512 bytes, not everything holding the GIL."""
         self.release()
         self.base = self.resident()

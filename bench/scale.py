@@ -101,15 +101,23 @@ async def ready(port: int) -> bool:
     return metrics.get("auctions_timer_worker_ready", 0) == 1
 
 
-async def trim_figures(port: int) -> dict[str, float | None]:
-    """How often and how long the worker handed freed memory back (app/memory.py) so far."""
+TRIMS = "auctions_timer_memory_trim_seconds"
+
+
+async def trim_metrics(port: int) -> dict[str, float]:
     metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
-    name = "auctions_timer_memory_trim_seconds"
-    count = metrics.get(f"{name}_count", 0)
-    longest = histogram_quantile(metrics, name, 1.0)  # a bucket's upper bound; inf past the last
+    return {name: value for name, value in metrics.items() if name.startswith(TRIMS)}
+
+
+def trim_figures(after: dict[str, float], before: dict[str, float]) -> dict[str, float | None]:
+    """How often and how long the worker handed freed memory back (app/memory.py) between two
+    scrapes of its metrics."""
+    between = {name: value - before.get(name, 0) for name, value in after.items()}
+    count = between.get(f"{TRIMS}_count", 0)
+    longest = histogram_quantile(between, TRIMS, 1.0)  # a bucket's upper bound; inf past the last
     return {
         "count": count,
-        "mean_ms": round(1_000 * metrics.get(f"{name}_sum", 0) / count, 1) if count else None,
+        "mean_ms": round(1_000 * between.get(f"{TRIMS}_sum", 0) / count, 1) if count else None,
         "longest_at_most_ms": None if longest is None or math.isinf(longest) else round(1_000 * longest),
     }
 
@@ -209,8 +217,12 @@ async def measure(s: Stack, live: int, ended: int, profile: Path | None) -> dict
     live_state = timer("live-x", 7_200_000)
     ended_state = replace(live_state, status="ended", version=2, ended_at_ms=live_state.ends_at_ms)
     assert worker.popen is not None
+    trimmed_loading = await trim_metrics(port)
     loaded = await lateness_under_load(s, port, live, worker.popen.pid, profile)
-    trims = await trim_figures(port)
+    trims = {
+        "loading": trim_figures(trimmed_loading, {}),  # the load and the projection's catch-up
+        "while_loaded": trim_figures(await trim_metrics(port), trimmed_loading),
+    }
 
     # Standby: a second worker joins, copies the table, then the first stops.
     port2 = free_port()
