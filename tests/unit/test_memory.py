@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from app.memory import Trimmer
 
@@ -30,12 +27,11 @@ print(before >> 20, memory.resident_bytes() >> 20, trimmed)
 """
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_trim_hands_the_pages_of_freed_blocks_back() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True, cwd=root)
     before, after, trimmed = out.stdout.split()
-    assert trimmed == "True"
+    assert trimmed == "True"  # glibc, as on every machine this project runs on (Debian)
     # About 170 MiB of freed blocks, resident until the trim: at least 60 MiB of it goes back.
     assert int(before) - int(after) >= 60, out.stdout
 
